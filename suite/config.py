@@ -1,0 +1,130 @@
+"""Run configuration: defaults, then the profile, then experiment and `--set` overrides.
+
+A *cell* is method × model × dataset × seed × profile (+ overrides). `resolve` turns a cell into
+a frozen `RunConfig` whose `cell_hash` identifies it in MLflow: the hash covers every resolved
+value, so a changed default is a new cell, never a silent reuse of an old result.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from suite.errors import UsageError, lookup
+from suite.params import apply_overrides, keys_of, param
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = param(3, "training epochs", low=1)
+    batch_size: int = param(128, "training batch size", low=1)
+    eval_batch_size: int = param(1000, "batch size for evaluation (off the clock)", low=1)
+    train_subset: int = param(0, "use the first N training samples of a fixed permutation; 0 = all", low=0)
+    train_fraction: float = param(1.0, "fraction of the (subset) training set, for small-data studies",
+                                  low=0.0, low_open=True, high=1.0)
+    test_subset: int = param(0, "evaluate on the first N test samples; 0 = all", low=0)
+    val_fraction: float = param(0.0, "hold out this fraction of the training set as validation", low=0.0, high=0.5)
+    augment: str = param("auto", "batch augmentation; auto = crop+flip for CIFAR, none otherwise",
+                         choices=("auto", "none", "crop", "crop-flip"))
+    channels_last: bool = param(True, "channels_last memory format for 4-D inputs (faster convs on CPU)")
+    device: str = param("auto", "auto = cuda when available", choices=("auto", "cpu", "cuda"))
+    check_every: int = param(25, "steps between non-finite loss checks (no per-step sync)", low=1)
+    measure_flops: bool = param(True, "count FLOPs of one training step (off the clock)")
+
+
+# Values each profile sets on top of the TrainConfig defaults. `smoke`: every cell in seconds;
+# `quick`: real MNIST, small models, minutes on 2 CPU cores; `paper`: the papers' settings (GPU).
+PROFILES: dict[str, dict[str, Any]] = {
+    "smoke": {"epochs": 1, "batch_size": 32, "train_subset": 128, "test_subset": 128,
+              "eval_batch_size": 128, "measure_flops": False},
+    "quick": {"epochs": 3, "batch_size": 128, "train_subset": 10000, "test_subset": 2000},
+    "paper": {"epochs": 164, "batch_size": 128},
+}
+
+
+@dataclass(frozen=True, order=True)
+class Cell:
+    """One point of an experiment grid, before resolution."""
+
+    method: str
+    model: str
+    dataset: str
+    seed: int = 0
+    profile: str = "quick"
+    overrides: tuple[tuple[str, str], ...] = ()
+
+    def with_overrides(self, **kv: Any) -> Cell:
+        merged = dict(self.overrides) | {k: str(v) for k, v in kv.items()}
+        return dataclasses.replace(self, overrides=tuple(sorted(merged.items())))
+
+    @property
+    def label(self) -> str:
+        extra = ",".join(f"{k}={v}" for k, v in self.overrides)
+        return f"{self.method}/{self.model}/{self.dataset}/s{self.seed}" + (f"[{extra}]" if extra else "")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    cell: Cell
+    train: TrainConfig
+    hparams: Any  # the method's HParams instance
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "method": self.cell.method, "model": self.cell.model, "dataset": self.cell.dataset,
+            "seed": self.cell.seed, "profile": self.cell.profile,
+            "overrides": dict(self.cell.overrides),
+            "train": dataclasses.asdict(self.train),
+            "hparams": dataclasses.asdict(self.hparams),
+        }
+
+    @property
+    def cell_hash(self) -> str:
+        payload = self.as_dict()
+        payload.pop("overrides")  # already reflected in the resolved values
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+    def flat_params(self) -> dict[str, str]:
+        """The resolved config as MLflow params (train.* and hp.*)."""
+        out = {"method": self.cell.method, "model": self.cell.model, "dataset": self.cell.dataset,
+               "seed": str(self.cell.seed), "profile": self.cell.profile}
+        out |= {f"train.{k}": str(v) for k, v in dataclasses.asdict(self.train).items()}
+        out |= {f"hp.{k}": str(v) for k, v in dataclasses.asdict(self.hparams).items()}
+        return out
+
+
+def resolve(cell: Cell) -> RunConfig:
+    """Defaults < profile < overrides. Unknown names and bad values raise UsageError."""
+    from suite.data import DATASETS
+    from suite.methods import METHODS
+    from suite.models import check_model_name
+
+    method_cls = lookup("method", METHODS, cell.method)
+    lookup("dataset", DATASETS, cell.dataset)
+    check_model_name(cell.model)
+    profile = lookup("profile", PROFILES, cell.profile)
+    if not isinstance(cell.seed, int) or cell.seed < 0:
+        raise UsageError(f"seed must be a non-negative integer, got {cell.seed!r}")
+
+    overrides = dict(cell.overrides)
+    train_keys, hp_keys = set(keys_of(TrainConfig)), set(keys_of(method_cls.HParams))
+    train_over = {k: v for k, v in overrides.items() if k in train_keys}
+    hp_over = {k: v for k, v in overrides.items() if k not in train_keys}
+    unknown = [k for k in hp_over if k not in hp_keys]
+    if unknown:
+        from suite.errors import nearest
+        hint = nearest(unknown[0], train_keys | hp_keys)
+        extra = f" Did you mean '{hint}'?" if hint else ""
+        raise UsageError(
+            f"unknown key '{unknown[0]}' for method '{cell.method}'.{extra} "
+            f"Run settings: {', '.join(sorted(train_keys))}. "
+            f"Method hparams: {', '.join(sorted(hp_keys)) or '(none)'}")
+
+    train = apply_overrides(TrainConfig(), dict(profile), owner=f"profile '{cell.profile}'")
+    train = apply_overrides(train, train_over, owner="run settings")
+    hparams = apply_overrides(method_cls.HParams(), hp_over, owner=f"method '{cell.method}'")
+    return RunConfig(cell=cell, train=train, hparams=hparams)

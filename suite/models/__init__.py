@@ -1,0 +1,64 @@
+"""Model registry: `MODELS` maps a family name to a builder `(in_shape, num_classes, spec) -> StagedModel`.
+
+Names: a registered key (`resnet20`), a key with a spec after a colon (`mlp:800-8-800:tanh`,
+`cnn:tanh`), or `timm:<name>` for any timm model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from suite.errors import UsageError, unknown_name
+from suite.models import resnet, simple
+from suite.models.staged import Block, SequentialBlock, StagedModel, weight_layers
+
+__all__ = ["MODELS", "Block", "SequentialBlock", "StagedModel", "build_model", "check_model_name", "weight_layers"]
+
+
+def _no_spec(builder: Callable) -> Callable:
+    def build(in_shape, num_classes, spec: str = ""):
+        if spec:
+            raise UsageError(f"this model takes no ':{spec}' options")
+        return builder(in_shape, num_classes)
+    return build
+
+
+MODELS: dict[str, Callable[..., StagedModel]] = {
+    "mlp": simple.mlp,
+    "cnn": simple.cnn,
+    "resnet20": _no_spec(lambda s, k: resnet.cifar_resnet(s, k, 20)),
+    "resnet56": _no_spec(lambda s, k: resnet.cifar_resnet(s, k, 56)),
+    "resnet110": _no_spec(lambda s, k: resnet.cifar_resnet(s, k, 110)),
+    "resnet18": _no_spec(lambda s, k: resnet.resnet18(s, k)),
+    "resnet20-nobn": _no_spec(lambda s, k: resnet.cifar_resnet(s, k, 20, batchnorm=False, name="resnet20-nobn")),
+    "resnet18-nobn": _no_spec(lambda s, k: resnet.resnet18(s, k, batchnorm=False, name="resnet18-nobn")),
+    "wrn16-4": _no_spec(lambda s, k: resnet.wide_resnet(s, k, 16, 4)),
+    "wrn28-10": _no_spec(lambda s, k: resnet.wide_resnet(s, k, 28, 10)),
+}
+
+TIMM_PREFIX = "timm:"
+
+
+def check_model_name(name: str) -> None:
+    """Validate a model name without building it (cheap; used before any compute)."""
+    if name.startswith(TIMM_PREFIX):
+        import timm
+        if name[len(TIMM_PREFIX):] not in timm.list_models():
+            raise unknown_name("timm model", name[len(TIMM_PREFIX):], timm.list_models())
+        return
+    family, _, spec = name.partition(":")
+    if family not in MODELS:
+        raise unknown_name("model", name, list(MODELS) + ["timm:<name>"])
+    if family == "mlp" and spec:
+        simple.parse_mlp_spec(spec)
+    elif family == "cnn" and spec and spec not in simple.ACTIVATIONS:
+        raise UsageError(f"bad cnn spec '{spec}': choose an activation: {', '.join(simple.ACTIVATIONS)}")
+
+
+def build_model(name: str, in_shape, num_classes: int) -> StagedModel:
+    check_model_name(name)
+    if name.startswith(TIMM_PREFIX):
+        from suite.models.timm_wrap import build_timm
+        return build_timm(name[len(TIMM_PREFIX):], in_shape, num_classes)
+    family, _, spec = name.partition(":")
+    return MODELS[family](tuple(in_shape), num_classes, spec)

@@ -1,0 +1,88 @@
+"""What an experiment's report function receives: its runs as pandas, and where to write.
+
+Every table goes to `results/<experiment>[-suffix].md` and `.csv`; every figure to
+`paper_figures/<experiment>-<suffix>.png`, titled with what it reproduces and labelled
+*measured* or *modelled*.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+CELL_COLUMNS = ["method", "model", "dataset", "seed"]
+KINDS = ("measured", "modelled")
+
+
+def set_style() -> None:
+    sns.set_theme(context="paper", style="whitegrid", palette="colorblind", font_scale=1.1)
+
+
+@dataclass
+class ReportContext:
+    experiment: object  # suite.experiments.base.Experiment
+    profile: str
+    tracker: object  # suite.tracking.Tracker
+    runs: pd.DataFrame  # one row per cell (its complete run); cell columns, o.<override>, m.<metric>
+    results_dir: Path
+    figures_dir: Path
+    written: list[Path] = field(default_factory=list)
+    figures: list[dict] = field(default_factory=list)  # index entries for paper_figures/README.md
+
+    @property
+    def name(self) -> str:
+        return self.experiment.name
+
+    def finished(self) -> pd.DataFrame:
+        return self.runs[self.runs["status"] == "finished"] if len(self.runs) else self.runs
+
+    def history(self, keys: list[str], runs: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Per-epoch metrics in long form, joined with the cell columns of each run."""
+        runs = self.finished() if runs is None else runs
+        if runs.empty:
+            return pd.DataFrame(columns=["run_id", "key", "step", "value"])
+        hist = self.tracker.history(list(runs["run_id"]), keys)
+        cols = ["run_id"] + [c for c in runs.columns if c in CELL_COLUMNS or c.startswith("o.")]
+        return hist.merge(runs[cols], on="run_id", how="left")
+
+    def write_table(self, table: pd.DataFrame, suffix: str = "", title: str = "", notes: str = "") -> Path:
+        stem = self.name + (f"-{suffix}" if suffix else "")
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        csv_path, md_path = self.results_dir / f"{stem}.csv", self.results_dir / f"{stem}.md"
+        table.to_csv(csv_path, index=False)
+        body = table.to_markdown(index=False) if len(table) else "_no finished runs_"
+        header = f"# {title or self.experiment.title}\n\nReproduces: {self.experiment.source}. Profile: `{self.profile}`.\n\n"
+        md_path.write_text(header + body + ("\n\n" + notes.strip() if notes else "") + "\n")
+        self.written += [md_path, csv_path]
+        return md_path
+
+    def save_figure(self, fig, suffix: str, kind: str, title: str, reproduces: str | None = None) -> Path:
+        if kind not in KINDS:
+            raise ValueError(f"figure kind must be one of {KINDS}")
+        self.figures_dir.mkdir(parents=True, exist_ok=True)
+        fig.suptitle(f"{title} ({kind})", fontsize=11)
+        fig.tight_layout()
+        path = self.figures_dir / f"{self.name}-{suffix}.png"
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        self.written.append(path)
+        self.figures.append({"file": path.name, "title": title, "kind": kind,
+                             "reproduces": reproduces or self.experiment.source, "profile": self.profile})
+        return path
+
+
+def overrides_columns(runs: pd.DataFrame) -> pd.DataFrame:
+    """Expand the `overrides` tag (JSON) into `o.<key>` columns."""
+    if runs.empty or "overrides" not in runs:
+        return runs
+    expanded = pd.DataFrame([json.loads(o) if isinstance(o, str) else {} for o in runs["overrides"]],
+                            index=runs.index).add_prefix("o.")
+    return pd.concat([runs, expanded], axis=1)

@@ -1,0 +1,200 @@
+"""The only module that talks to MLflow: log runs, find finished cells, export runs to pandas.
+
+Embedded by default (an SQLite file `mlruns.db` in the working directory); any `--tracking-uri`
+works, e.g. `http://127.0.0.1:5000` for a shared tracking server.
+
+One cell = one hash. Claiming a cell is race-safe across processes and hosts: a process creates
+its run, then looks again; if an older live claim or a completed run exists, it deletes its own
+run and leaves the cell alone. A claim whose process is gone (same host: pid is dead; other
+host: no heartbeat for `lease_s`) is marked `killed` and the cell is redone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from suite.errors import UsageError
+
+STATUSES = ("running", "finished", "skipped", "diverged", "failed", "killed")
+COMPLETE = ("finished", "skipped", "diverged")  # a rerun redoes only failed and killed cells
+_MLFLOW_STATUS = {"finished": "FINISHED", "skipped": "FINISHED", "diverged": "FINISHED",
+                  "failed": "FAILED", "killed": "KILLED"}
+DEFAULT_EXPERIMENT = "bpsuite"
+
+
+def default_uri(workdir: Path | None = None) -> str:
+    return f"sqlite:///{(workdir or Path.cwd()).resolve() / 'mlruns.db'}"
+
+
+def check_reachable(uri: str, timeout: float = 3.0) -> None:
+    """A tracking server that does not answer is an error before any compute."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout)
+    except (urllib.error.URLError, OSError) as err:
+        raise UsageError(f"tracking server {uri} is unreachable ({err}). Start one with "
+                         f"`mlflow server --backend-store-uri sqlite:///mlruns.db --host 127.0.0.1` "
+                         f"or drop --tracking-uri to use the embedded store.") from None
+
+
+def _retry(fn, *args, attempts: int = 8, **kwargs):
+    """SQLite allows one writer at a time: retry briefly when another process holds the lock."""
+    for i in range(attempts):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # mlflow wraps sqlalchemy's OperationalError in MlflowException
+            if "locked" not in str(err).lower() or i == attempts - 1:
+                raise
+            time.sleep(0.2 * (i + 1))
+
+
+class Tracker:
+    def __init__(self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT, lease_s: float = 1800.0):
+        from mlflow.tracking import MlflowClient
+
+        self.uri = uri or default_uri()
+        check_reachable(self.uri)
+        self.client = MlflowClient(tracking_uri=self.uri)
+        self.lease_s = lease_s
+        self.experiment_id = self._experiment(experiment)
+
+    def _experiment(self, name: str) -> str:
+        exp = _retry(self.client.get_experiment_by_name, name)
+        if exp is not None:
+            return exp.experiment_id
+        artifacts = None
+        if self.uri.startswith("sqlite:///"):
+            artifacts = (Path(self.uri[len("sqlite:///"):]).parent / "mlartifacts").resolve().as_uri()
+        try:
+            return _retry(self.client.create_experiment, name, artifact_location=artifacts)
+        except Exception:  # created concurrently by another process
+            return _retry(self.client.get_experiment_by_name, name).experiment_id
+
+    # -- finding ---------------------------------------------------------------------------------
+    def runs_for(self, cell_hash: str) -> list:
+        return _retry(self.client.search_runs, [self.experiment_id],
+                      filter_string=f"tags.cell_hash = '{cell_hash}'", max_results=1000)
+
+    def completed(self, cell_hash: str):
+        """The completed run of this cell, or None."""
+        return next((r for r in self.runs_for(cell_hash) if r.data.tags.get("status") in COMPLETE), None)
+
+    def _alive(self, run) -> bool:
+        tags = run.data.tags
+        if tags.get("host") == socket.gethostname() and tags.get("pid", "").isdigit():
+            try:
+                os.kill(int(tags["pid"]), 0)
+                return True
+            except ProcessLookupError:
+                return False
+            except PermissionError:
+                return True
+        return time.time() - float(tags.get("heartbeat", "0")) < self.lease_s
+
+    # -- claiming and logging -------------------------------------------------------------------
+    def claim(self, cell_hash: str, tags: dict[str, str], run_name: str) -> RunHandle | None:
+        """Start this cell's run, or return None if it is complete or being run elsewhere."""
+        for run in self.runs_for(cell_hash):
+            status = run.data.tags.get("status")
+            if status in COMPLETE:
+                return None
+            if status == "running":
+                if self._alive(run):
+                    return None
+                self._set_status(run.info.run_id, "killed")
+        now = time.time()
+        run = _retry(self.client.create_run, self.experiment_id, run_name=run_name, tags={
+            **tags, "cell_hash": cell_hash, "status": "running", "host": socket.gethostname(),
+            "pid": str(os.getpid()), "heartbeat": f"{now:.3f}"})
+        mine = (run.info.start_time, run.info.run_id)
+        for other in self.runs_for(cell_hash):
+            if other.info.run_id == run.info.run_id:
+                continue
+            status = other.data.tags.get("status")
+            older_live = status == "running" and (other.info.start_time, other.info.run_id) < mine and self._alive(other)
+            if status in COMPLETE or older_live:
+                _retry(self.client.delete_run, run.info.run_id)
+                return None
+        return RunHandle(self, run.info.run_id)
+
+    def _set_status(self, run_id: str, status: str, reason: str | None = None) -> None:
+        _retry(self.client.set_tag, run_id, "status", status)
+        if reason:
+            _retry(self.client.set_tag, run_id, "status_reason", reason[:5000])
+        _retry(self.client.set_terminated, run_id, _MLFLOW_STATUS[status])
+
+    # -- exporting --------------------------------------------------------------------------------
+    def runs_frame(self, cell_hashes: list[str] | None = None, include_running: bool = False) -> pd.DataFrame:
+        """One row per run: tags, params (`p.*`) and final metrics (`m.*`)."""
+        runs = _retry(self.client.search_runs, [self.experiment_id], max_results=50000)
+        rows = []
+        wanted = set(cell_hashes) if cell_hashes is not None else None
+        for r in runs:
+            tags = r.data.tags
+            if wanted is not None and tags.get("cell_hash") not in wanted:
+                continue
+            if not include_running and tags.get("status") == "running":
+                continue
+            row = {"run_id": r.info.run_id, **{k: v for k, v in tags.items() if not k.startswith("mlflow.")}}
+            row |= {f"p.{k}": v for k, v in r.data.params.items()}
+            row |= {f"m.{k}": v for k, v in r.data.metrics.items()}
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def history(self, run_ids: list[str], keys: list[str]) -> pd.DataFrame:
+        """Per-epoch values: columns run_id, key, step, value."""
+        rows = []
+        for run_id in run_ids:
+            for key in keys:
+                for m in _retry(self.client.get_metric_history, run_id, key):
+                    rows.append({"run_id": run_id, "key": key, "step": m.step, "value": m.value})
+        return pd.DataFrame(rows, columns=["run_id", "key", "step", "value"])
+
+    def metric_keys(self, run_id: str) -> list[str]:
+        return list(_retry(self.client.get_run, run_id).data.metrics)
+
+
+@dataclass
+class RunHandle:
+    tracker: Tracker
+    run_id: str
+
+    def log_params(self, params: dict[str, Any]) -> None:
+        from mlflow.entities import Param
+        items = [Param(k, str(v)[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            _retry(self.tracker.client.log_batch, self.run_id, params=items[i:i + 100])
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+        ts = int(time.time() * 1000)
+        items = [Metric(k, float(v), ts, step) for k, v in metrics.items()]
+        for i in range(0, len(items), 500):
+            _retry(self.tracker.client.log_batch, self.run_id, metrics=items[i:i + 500])
+        _retry(self.tracker.client.set_tag, self.run_id, "heartbeat", f"{time.time():.3f}")
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        for k, v in tags.items():
+            _retry(self.tracker.client.set_tag, self.run_id, k, str(v)[:5000])
+
+    def log_text(self, name: str, text: str) -> None:
+        _retry(self.tracker.client.log_text, self.run_id, text, name)
+
+    def log_json(self, name: str, obj: Any) -> None:
+        self.log_text(name, json.dumps(obj, indent=2, sort_keys=True, default=str))
+
+    def finish(self, status: str, reason: str | None = None) -> None:
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}")
+        self.tracker._set_status(self.run_id, status, reason)

@@ -1,0 +1,27 @@
+"""Timing helpers shared by the benchmarks: interleaved repeats, median of per-repeat times."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import Callable
+
+
+def time_interleaved(fns: dict[str, Callable[[], None]], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
+    """Median seconds of each function, the candidates interleaved so machine drift hits all alike."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    samples: dict[str, list[float]] = {k: [] for k in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            samples[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in samples.items()}
+
+
+def report_ratio(label: str, value: float, target: str, ok: bool) -> str:
+    line = f"{label:<70s} {value:8.3f}   target {target:<10s} {'PASS' if ok else 'MISS'}"
+    print(line, flush=True)
+    return line

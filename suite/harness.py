@@ -57,6 +57,7 @@ def prepare(cfg: RunConfig, data_root=None):
     if cfg.train.channels_last and len(data.input_shape) == 3:
         model = model.to(memory_format=torch.channels_last)
     method = METHODS[cfg.cell.method](cfg.hparams)
+    method.validate(model)
     return device, data, model, method
 
 
@@ -119,29 +120,11 @@ def _train(cfg: RunConfig, method: Method, model, data: DataBundle, handle: RunH
     step, train_time, final = 0, 0.0, {}
     bar = tqdm(range(epochs), desc=cfg.cell.label, disable=not progress, leave=False)
     for epoch in bar:
-        sums: dict[str, torch.Tensor] = {}
-        window: list[torch.Tensor] = []
-        epoch_time, seen = 0.0, 0
-        for batch in data.train_batches(seed, epoch):
-            t0 = time.perf_counter()
-            out = method.train_step(batch)
-            _sync(device)
-            epoch_time += time.perf_counter() - t0
-            n = len(batch)
-            seen += n
-            for key, value in out.items():
-                weight = 1 if key == "correct" else n  # means are weighted by batch size
-                sums[key] = sums.get(key, 0) + value.detach() * weight
-            window.append(out["loss"].detach())
-            step += 1
-            if len(window) >= cfg.train.check_every:
-                bad = _first_nonfinite(window)
-                if bad is not None:
-                    return _diverged(handle, step - len(window) + bad, epoch)
-                window = []
-        bad = _first_nonfinite(window) if window else None
-        if bad is not None:
-            return _diverged(handle, step - len(window) + bad, epoch)
+        stats = train_epoch(method, data, seed, epoch, device, cfg.train.check_every, step)
+        step += stats.steps
+        if stats.diverged_step is not None:
+            return _diverged(handle, stats.diverged_step, epoch)
+        sums, seen, epoch_time = stats.sums, stats.seen, stats.seconds
 
         t0 = time.perf_counter()
         extra = method.end_epoch(epoch)
@@ -166,6 +149,42 @@ def _train(cfg: RunConfig, method: Method, model, data: DataBundle, handle: RunH
         summary["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     handle.log_metrics(summary, step=epochs)
     return "finished", None, final | summary
+
+
+@dataclass
+class EpochStats:
+    sums: dict[str, torch.Tensor]
+    seen: int
+    seconds: float  # time inside train_step only
+    steps: int
+    diverged_step: int | None = None
+
+
+def train_epoch(method: Method, data: DataBundle, seed: int, epoch: int, device, check_every: int,
+                first_step: int = 0) -> EpochStats:
+    """One pass over the epoch's batches; only `train_step` is timed. Losses are checked for
+    non-finite values every `check_every` steps (one sync per window, not per step)."""
+    sums: dict[str, torch.Tensor] = {}
+    window: list[torch.Tensor] = []
+    seconds, seen, steps = 0.0, 0, 0
+    for batch in data.train_batches(seed, epoch):
+        t0 = time.perf_counter()
+        out = method.train_step(batch)
+        _sync(device)
+        seconds += time.perf_counter() - t0
+        n = len(batch)
+        seen += n
+        for key, value in out.items():
+            weight = 1 if key == "correct" else n  # means are weighted by batch size
+            sums[key] = sums.get(key, 0) + value.detach() * weight
+        window.append(out["loss"].detach())
+        steps += 1
+        if len(window) >= check_every or steps == data.steps_per_epoch:
+            bad = _first_nonfinite(window)
+            if bad is not None:
+                return EpochStats(sums, seen, seconds, steps, first_step + steps - len(window) + bad)
+            window = []
+    return EpochStats(sums, seen, seconds, steps)
 
 
 def _first_nonfinite(window: list[torch.Tensor]) -> int | None:

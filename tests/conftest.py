@@ -55,7 +55,6 @@ def tiny_data() -> DataBundle:
 
 def make_context(data: DataBundle, epochs: int = 1, seed: int = 0):
     from suite.methods import Context
-    return Context(device=torch.device("cpu"), generator=torch.Generator().manual_seed(seed), seed=seed,
-                   epochs=epochs, steps_per_epoch=data.steps_per_epoch, num_classes=data.num_classes, data=data)
+    return Context.for_data(data, epochs, seed)
 
 

@@ -100,7 +100,7 @@ def _try_download(spec: DatasetSpec, root: Path, train: bool) -> bool:
 def load_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Images as uint8 N×C×H×W and labels as int64, the whole split in memory."""
     if not _verify_present_files(spec, root, train) and not _try_download(spec, root, train):
-        names = "\n  ".join(str(p) for p in expected_files(spec, root, train))
+        names = "\n  ".join(str(p.resolve()) for p in expected_files(spec, root, train))
         raise UsageError(
             f"dataset '{spec.name}' not found under {root.resolve()} and it could not be downloaded "
             f"(offline?). Expected files:\n  {names}\nSet --data-root or BPSUITE_DATA to a folder "

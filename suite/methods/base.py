@@ -1,6 +1,9 @@
 """The Method contract. The seam is the *update step*, not the loss: several methods never call
 a global `loss.backward()`.
 
+    validate(model)     -> raise UsageError for settings that can never work with this model
+                           (e.g. more stages than blocks); runs before anything is logged
+    workers(hparams)    -> processes/devices one run of this method needs (executors reserve them)
     check(model, data)  -> reason to skip this cell, or None
     setup(model, ctx)   -> build optimisers, feedback matrices, hooks, worker processes
     train_step(batch)   -> dict of scalar tensors ("loss" required, "correct" optional, then
@@ -39,6 +42,12 @@ class Context:
     def total_steps(self) -> int:
         return self.epochs * self.steps_per_epoch
 
+    @classmethod
+    def for_data(cls, data: DataBundle, epochs: int = 1, seed: int = 0) -> Context:
+        """A context on the data's device, for tests and benchmarks that drive a method directly."""
+        return cls(device=data.device, generator=torch.Generator().manual_seed(seed), seed=seed, epochs=epochs,
+                   steps_per_epoch=data.steps_per_epoch, num_classes=data.num_classes, data=data)
+
 
 @dataclass(frozen=True)
 class NoHParams:
@@ -54,6 +63,13 @@ class Method:
     def __init__(self, hparams: Any = None):
         self.hp = hparams if hparams is not None else self.HParams()
         self.model: StagedModel | None = None
+
+    def validate(self, model: StagedModel) -> None:
+        return None
+
+    @classmethod
+    def workers(cls, hparams: Any) -> int:
+        return 1
 
     def check(self, model: StagedModel, data: DataBundle) -> str | None:
         return None

@@ -1,0 +1,119 @@
+"""Runs a list of cells: in-process, a local process pool, or Slurm through submitit.
+
+Every executor calls the same `harness.run_cell`; cells are independent, and the tracking store
+decides which are still to do (a rerun redoes only what is not complete). A cell whose method
+needs K processes (`Method.workers`) reserves K slots: the pool runs such cells one at a time
+after the single-process ones, and Slurm jobs ask for K CPUs (or GPUs) per task.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from suite.config import Cell, resolve
+from suite.harness import CellResult
+from suite.methods import METHODS
+
+EXECUTORS = ("inprocess", "pool", "slurm", "submitit-local")
+
+
+@dataclass(frozen=True)
+class SlurmOptions:
+    partition: str | None = None
+    time_min: int = 240
+    gpus_per_job: int = 0
+    array_parallelism: int = 32
+    folder: str = "slurm_logs"
+
+
+def workers_needed(cell: Cell) -> int:
+    return METHODS[cell.method].workers(resolve(cell).hparams)
+
+
+def _run_one(cell: Cell, tracking_uri: str, data_root, threads: int = 0) -> CellResult:
+    """Entry point in a worker process (pool or Slurm): its own tracker, its own thread budget."""
+    import torch
+
+    from suite.harness import run_cell
+    from suite.tracking import Tracker
+
+    if threads:
+        torch.set_num_threads(threads)
+    return run_cell(cell, Tracker(tracking_uri), data_root=data_root)
+
+
+def run_cells(cells: Sequence[Cell], tracking_uri: str, *, executor: str = "inprocess", jobs: int = 1,
+              data_root=None, progress: bool = True, slurm: SlurmOptions | None = None,
+              on_result: Callable[[CellResult], None] | None = None) -> list[CellResult]:
+    if executor not in EXECUTORS:
+        from suite.errors import unknown_name
+        raise unknown_name("executor", executor, EXECUTORS)
+    on_result = on_result or (lambda r: None)
+    if executor == "inprocess":
+        return _inprocess(cells, tracking_uri, data_root, progress, on_result)
+    if executor == "pool":
+        return _pool(cells, tracking_uri, jobs, data_root, progress, on_result)
+    return _submitit(cells, tracking_uri, data_root, slurm or SlurmOptions(), executor == "submitit-local", on_result)
+
+
+def _inprocess(cells, uri, data_root, progress, on_result):
+    from suite.harness import run_cell
+    from suite.tracking import Tracker
+
+    tracker, results = Tracker(uri), []
+    bar = tqdm(cells, desc="grid", disable=not progress)
+    for cell in bar:
+        bar.set_postfix_str(cell.label)
+        result = run_cell(cell, tracker, data_root=data_root, progress=progress)
+        on_result(result)
+        results.append(result)
+    return results
+
+
+def _pool(cells, uri, jobs, data_root, progress, on_result):
+    single = [c for c in cells if workers_needed(c) == 1]
+    multi = [c for c in cells if workers_needed(c) > 1]
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    results = []
+    bar = tqdm(total=len(cells), desc=f"grid ({jobs} jobs)", disable=not progress)
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        futures = [pool.submit(_run_one, c, uri, data_root, threads) for c in single]
+        for fut in as_completed(futures):
+            results.append(fut.result())
+            on_result(results[-1])
+            bar.update()
+    for cell in multi:  # they start their own worker processes: one at a time, all cores
+        results.append(_run_one(cell, uri, data_root))
+        on_result(results[-1])
+        bar.update()
+    bar.close()
+    return results
+
+
+def _submitit(cells, uri, data_root, opts: SlurmOptions, local: bool, on_result):
+    import submitit
+
+    results = []
+    by_workers: dict[int, list[Cell]] = {}
+    for cell in cells:
+        by_workers.setdefault(workers_needed(cell), []).append(cell)
+    for workers, group in sorted(by_workers.items()):
+        ex = submitit.AutoExecutor(folder=str(Path(opts.folder)), cluster="local" if local else "slurm")
+        params = {"timeout_min": opts.time_min, "cpus_per_task": workers}
+        if not local:
+            params |= {"slurm_partition": opts.partition, "slurm_array_parallelism": opts.array_parallelism,
+                       "gpus_per_node": opts.gpus_per_job * workers if opts.gpus_per_job else 0}
+            params = {k: v for k, v in params.items() if v is not None}
+        ex.update_parameters(**params)
+        jobs = ex.map_array(_run_one, group, [uri] * len(group), [data_root] * len(group))
+        for job in jobs:
+            results.append(job.result())
+            on_result(results[-1])
+    return results

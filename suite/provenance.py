@@ -26,7 +26,7 @@ def git_commit() -> str:
 
 
 def package_versions() -> dict[str, str]:
-    out = {"python": sys.version.split()[0]}
+    out = {"python": sys.version.split()[0], "torch_build": torch.__version__}
     for pkg in ("torch", "torchvision", "timm", "mlflow", "numpy", "pandas", "seaborn"):
         try:
             out[pkg] = metadata.version(pkg)

@@ -1,0 +1,83 @@
+"""The command line: listings, a run, and bad input — each a clear error before any compute,
+exit status 2, and nothing written to the tracking store."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from suite.cli import main
+
+BAD_INPUTS = [
+    (["run", "bp", "resnt20", "mnist"], "Did you mean 'resnet20'"),
+    (["run", "bq", "mlp", "mnist"], "Did you mean 'bp'"),
+    (["run", "bp", "mlp", "mnistt"], "Did you mean 'mnist'"),
+    (["run", "bp", "timm:resnet1800", "mnist"], "unknown timm model"),
+    (["reproduce", "summmary"], "Did you mean 'summary'"),
+    (["run", "bp", "mlp", "mnist", "--set", "lr"], "malformed override 'lr'"),
+    (["run", "bp", "mlp", "mnist", "--set", "=3"], "malformed override"),
+    (["run", "bp", "mlp", "mnist", "--set", "lrr=0.1"], "unknown key 'lrr'.*Did you mean 'lr'"),
+    (["run", "bp", "mlp", "mnist", "--set", "lr=fast"], "lr=fast: expected float"),
+    (["run", "bp", "mlp", "mnist", "--set", "epochs=2.5"], "epochs=2.5: expected int"),
+    (["run", "bp", "mlp", "mnist", "--set", "lr=-0.1"], "'lr'=-0.1 is out of range"),
+    (["run", "bp", "mlp", "mnist", "--set", "batch_size=0"], "'batch_size'=0 is out of range"),
+    (["run", "bp", "mlp", "mnist", "--set", "optimizer=rmsprop"], "choose one of sgd, adam"),
+    (["run", "bp", "mlp", "mnist", "--profile", "huge"], "unknown profile 'huge'"),
+    (["list", "method"], "Did you mean 'methods'"),
+]
+
+
+@pytest.mark.parametrize("argv,message", BAD_INPUTS)
+def test_bad_input_exits_2_with_a_clear_message_and_writes_nothing(argv, message, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    import re
+    assert re.search(message, capsys.readouterr().err)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_dataset_is_an_error_naming_files(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("BPSUITE_OFFLINE", "1")
+    from suite.data.sources import load_split
+    load_split.cache_clear()
+    assert main(["run", "bp", "mlp", "mnist", "--data-root", str(tmp_path / "nowhere")]) == 2
+    assert "train-images-idx3-ubyte" in capsys.readouterr().err
+    assert not (tmp_path / "mlruns.db").exists()
+
+
+def test_unreachable_tracking_server_is_an_error(tmp_path, monkeypatch, capsys, mnist_root):
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = main(["run", "bp", "mlp", "mnist", "--profile", "smoke", "--tracking-uri", f"http://127.0.0.1:{port}"])
+    assert code == 2 and "unreachable" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_list_shows_registries(capsys):
+    for what, expected in [("methods", "bp"), ("models", "resnet20"), ("datasets", "cifar100"),
+                           ("experiments", "summary"), ("profiles", "smoke")]:
+        assert main(["list", what]) == 0
+        assert expected in capsys.readouterr().out
+
+
+def test_run_and_rerun_from_the_command_line(tmp_path, monkeypatch, capsys, mnist_root):
+    monkeypatch.chdir(tmp_path)
+    argv = ["run", "bp", "mlp", "mnist", "--profile", "smoke", "--epochs", "1"]
+    assert main(argv) == 0
+    assert "finished" in capsys.readouterr().out
+    assert main(argv) == 0
+    assert "cached" in capsys.readouterr().out
+
+
+def test_python_dash_m_entry_point(tmp_path):
+    out = subprocess.run([sys.executable, "-m", "suite", "list", "datasets"], capture_output=True, text=True,
+                         cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])})
+    assert out.returncode == 0 and "mnist" in out.stdout

@@ -1,0 +1,59 @@
+"""Generic conformance tests, parametrized over every registered method × a few models: each
+method either declares the cell incompatible (a reason) or trains a few finite steps and honours
+the contract. New methods get these for free."""
+
+from __future__ import annotations
+
+
+import pytest
+import torch
+
+from suite.methods import METHODS
+from suite.models import build_model
+from tests.conftest import make_context, random_bundle
+
+MODELS = ["mlp", "cnn", "resnet20"]
+
+
+@pytest.mark.parametrize("model_name", MODELS)
+@pytest.mark.parametrize("method_name", sorted(METHODS))
+def test_method_contract(method_name, model_name):
+    data = random_bundle(n_train=48, n_test=16, batch_size=16)
+    torch.manual_seed(0)
+    model = build_model(model_name, data.input_shape, data.num_classes)
+    method = METHODS[method_name]()
+    assert method.name == method_name and method.summary, "every method names and describes itself"
+    reason = method.check(model, data)
+    if reason is not None:
+        assert isinstance(reason, str) and reason.strip()
+        return
+    method.setup(model, make_context(data, epochs=2))
+    try:
+        for epoch in range(2):
+            for batch in data.train_batches(0, epoch):
+                out = method.train_step(batch)
+                assert "loss" in out and out["loss"].ndim == 0 and torch.isfinite(out["loss"])
+                if "correct" in out:
+                    assert 0 <= int(out["correct"]) <= len(batch)
+                assert all(isinstance(v, torch.Tensor) and v.numel() == 1 for v in out.values())
+            extra = method.end_epoch(epoch)
+            assert all(isinstance(float(v), float) for v in extra.values())
+            assert all(isinstance(k, str) for k in extra)
+        model.eval()
+        with torch.no_grad():
+            logits = method.predict(next(data.eval_batches("test")).x)
+        assert logits.shape == (16, data.num_classes) and torch.isfinite(logits).all()
+    finally:
+        method.close()
+
+
+@pytest.mark.parametrize("method_name", sorted(METHODS))
+def test_hparams_are_frozen_documented_and_valid_by_default(method_name):
+    import dataclasses
+
+    from suite.params import validate
+    hp = METHODS[method_name].HParams()
+    assert dataclasses.is_dataclass(hp) and type(hp).__dataclass_params__.frozen
+    undocumented = [f.name for f in dataclasses.fields(hp) if not f.metadata.get("doc")]
+    assert not undocumented, f"hparams without a doc string: {undocumented}"
+    validate(hp, method_name)  # the defaults pass their own range checks

@@ -1,0 +1,66 @@
+"""Report generation from runs logged by the test itself; statistics against hand calculations."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+import pytest
+
+from suite.config import Cell, resolve
+from suite.experiments import EXPERIMENTS
+from suite.report import build_report, write_index
+from suite.report.stats import mean_ci, summarise, welch_p
+
+
+def test_confidence_interval_matches_hand_calculation():
+    # values 1, 2, 3, 4: mean 2.5, sample sd sqrt(5/3); t(0.975, 3) = 3.182446305284263
+    mean, half, n = mean_ci([1, 2, 3, 4])
+    assert (mean, n) == (2.5, 4)
+    assert half == pytest.approx(3.182446305284263 * math.sqrt(5 / 3) / 2)
+    assert math.isnan(mean_ci([7])[1]) and mean_ci([])[2] == 0
+
+
+def test_welch_test_on_constructed_cases():
+    assert welch_p([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0)
+    assert welch_p([0.0, 0.1, 0.2, 0.1], [10.0, 10.1, 10.2, 10.1]) < 1e-6
+    assert math.isnan(welch_p([1.0], [2.0, 3.0]))
+
+
+def test_summarise_groups_and_formats():
+    frame = pd.DataFrame({"method": ["a", "a", "b"], "acc": [0.5, 0.7, 0.9]})
+    table = summarise(frame, ["method"], "acc", scale=100)
+    row = table.set_index("method").loc["a"]
+    assert row["n"] == 2 and row["mean"] == pytest.approx(0.6)
+    assert row["text"].startswith("60.00 ± ")
+    assert table.set_index("method").loc["b", "text"] == "90.00"
+
+
+def _log_fake_run(tracker, cell: Cell, accs: list[float], status: str = "finished"):
+    cfg = resolve(cell)
+    handle = tracker.claim(cfg.cell_hash, {"method": cell.method, "model": cell.model, "dataset": cell.dataset,
+                                           "seed": str(cell.seed), "profile": cell.profile, "overrides": "{}",
+                                           "git_commit": "abc", "hardware.cpu_count": "2"}, cell.label)
+    for epoch, acc in enumerate(accs):
+        handle.log_metrics({"test_acc": acc, "epoch_time": 2.0 if cell.method == "bp" else 1.0,
+                            "train_time": 2.0 * (epoch + 1)}, step=epoch)
+    handle.finish(status)
+
+
+def test_summary_report_from_logged_runs(tracker, tmp_path, monkeypatch):
+    from suite.experiments import summary
+    monkeypatch.setitem(summary.GRIDS, "smoke", (["mlp"], ["mnist"]))
+    exp = EXPERIMENTS["summary"]
+    cells = exp.cells("smoke", seeds=2)
+    for cell in cells:
+        _log_fake_run(tracker, cell, [0.5, 0.8 + 0.02 * cell.seed])
+    contexts = build_report([exp], "smoke", tracker, seeds=2, results_dir=tmp_path / "r", figures_dir=tmp_path / "f")
+    write_index(contexts, tmp_path / "r", tmp_path / "f")
+    table = pd.read_csv(tmp_path / "r" / "summary.csv")
+    assert set(table["method"]) == {c.method for c in cells}
+    bp = table[table.method == "bp"].iloc[0]
+    assert bp["seeds"] == 2 and bp["test acc % (mean ± 95% CI)"].startswith("81.00 ± ")
+    assert (tmp_path / "f" / "summary-test-acc.png").stat().st_size > 1000
+    index = (tmp_path / "f" / "README.md").read_text()
+    assert "summary-test-acc.png" in index and "measured" in index
+    assert "abc" in (tmp_path / "r" / "PROVENANCE.md").read_text()

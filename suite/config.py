@@ -33,6 +33,7 @@ class TrainConfig:
     device: str = param("auto", "auto = cuda when available", choices=("auto", "cpu", "cuda"))
     check_every: int = param(25, "steps between non-finite loss checks (no per-step sync)", low=1)
     measure_flops: bool = param(True, "count FLOPs of one training step (off the clock)")
+    save_checkpoint: bool = param(False, "log the final weights (a state dict, model.pt) with the run")
 
 
 # Values each profile sets on top of the TrainConfig defaults. `smoke`: every cell in seconds;

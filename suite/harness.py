@@ -9,14 +9,17 @@ batches. A non-finite loss ends the run as `diverged` with its step; exceptions 
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import traceback
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from suite.checkpoint import save_checkpoint
 from suite.config import Cell, RunConfig, resolve
 from suite.data import DataBundle, build_data
 from suite.measure import param_count, probe_step, process_peak_rss_mb
@@ -148,6 +151,9 @@ def _train(cfg: RunConfig, method: Method, model, data: DataBundle, handle: RunH
     if device.type == "cuda":
         summary["peak_gpu_mb"] = torch.cuda.max_memory_allocated(device) / 2**20
     handle.log_metrics(summary, step=epochs)
+    if cfg.train.save_checkpoint:
+        with tempfile.TemporaryDirectory() as tmp:
+            handle.log_artifact(save_checkpoint(model, Path(tmp) / "model.pt"))
     return "finished", None, final | summary
 
 

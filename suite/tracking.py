@@ -11,6 +11,7 @@ host: no heartbeat for `lease_s`) is marked `killed` and the cell is redone.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -22,6 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
+try:
+    import fcntl
+except ImportError:  # Windows: no advisory locks; concurrent first use of one SQLite file is unsupported
+    fcntl = None
 
 from suite.errors import UsageError
 
@@ -48,6 +54,21 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
                          f"or drop --tracking-uri to use the embedded store.") from None
 
 
+@contextlib.contextmanager
+def _store_init_lock(uri: str):
+    if not uri.startswith("sqlite:///") or fcntl is None:
+        yield
+        return
+    lock_path = Path(uri[len("sqlite:///"):] + ".lock")
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _retry(fn, *args, attempts: int = 8, **kwargs):
     """SQLite allows one writer at a time: retry briefly when another process holds the lock."""
     for i in range(attempts):
@@ -65,9 +86,10 @@ class Tracker:
 
         self.uri = uri or default_uri()
         check_reachable(self.uri)
-        self.client = MlflowClient(tracking_uri=self.uri)
         self.lease_s = lease_s
-        self.experiment_id = self._experiment(experiment)
+        with _store_init_lock(self.uri):  # MLflow migrates a new SQLite file on first use: one process at a time
+            self.client = MlflowClient(tracking_uri=self.uri)
+            self.experiment_id = self._experiment(experiment)
 
     def _experiment(self, name: str) -> str:
         exp = _retry(self.client.get_experiment_by_name, name)
@@ -190,6 +212,9 @@ class RunHandle:
 
     def log_text(self, name: str, text: str) -> None:
         _retry(self.tracker.client.log_text, self.run_id, text, name)
+
+    def log_artifact(self, path: Path) -> None:
+        _retry(self.tracker.client.log_artifact, self.run_id, str(path))
 
     def log_json(self, name: str, obj: Any) -> None:
         self.log_text(name, json.dumps(obj, indent=2, sort_keys=True, default=str))

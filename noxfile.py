@@ -26,8 +26,17 @@ def suite_env(session: nox.Session) -> None:
                 f"{ROOT}[dev]", external=True)
 
 
+def data_env() -> dict[str, str]:
+    """$BPSUITE_DATA if set; else a sibling `shared/data` checkout (this project's CI layout); else
+    the suite's own default, ./data."""
+    if os.environ.get("BPSUITE_DATA"):
+        return {}
+    shared = ROOT.parent / "shared" / "data"
+    return {"BPSUITE_DATA": str(shared)} if shared.is_dir() else {}
+
+
 def run(session: nox.Session, *args: str) -> None:
-    session.run(str(BIN / args[0]), *args[1:], external=True)
+    session.run(str(BIN / args[0]), *args[1:], external=True, env=data_env())
 
 
 @nox.session(venv_backend="none")

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt
 import seaborn as sns
 
 from suite.experiments.base import Experiment, cross
-from suite.report.stats import summarise
+from suite.report.compare import TARGET_NOTE, compare_to_bp
 
 GRIDS = {
     "smoke": (["mlp", "cnn", "resnet20"], ["mnist"]),
@@ -24,28 +24,16 @@ def grid(profile: str, seeds: int):
 
 def report(ctx) -> None:
     runs = ctx.runs
-    if runs.empty:
-        ctx.write_table(runs)
-        return
-    runs = runs.copy()
-    runs["test_acc"] = runs.get("m.test_acc")
-    runs["epoch_time"] = runs.get("m.epoch_time")
-    acc = summarise(runs[runs.status == "finished"], ["dataset", "model", "method"], "test_acc", scale=100)
-    time_ = summarise(runs[runs.status == "finished"], ["dataset", "model", "method"], "epoch_time", digits=2)
-    table = acc.rename(columns={"text": "test acc % (mean ± 95% CI)", "n": "seeds"})[
-        ["dataset", "model", "method", "test acc % (mean ± 95% CI)", "seeds"]]
-    table["s/epoch"] = time_["text"].values
-    bp_time = time_[time_.method == "bp"].set_index(["dataset", "model"])["mean"]
-    table["speedup vs bp"] = [
-        f"{bp_time.get((d, m), float('nan')) / t:.2f}×" if (d, m) in bp_time.index else "–"
-        for d, m, t in zip(time_.dataset, time_.model, time_["mean"])]
-    skipped = runs[runs.status != "finished"][["dataset", "model", "method", "status", "status_reason"]]
-    notes = ""
-    if len(skipped):
-        notes = "Not finished:\n\n" + skipped.drop_duplicates().to_markdown(index=False)
+    history = ctx.history(["test_acc", "train_time"])
+    table = compare_to_bp(runs, history, ["dataset", "model"])
+    not_finished = runs[runs.status != "finished"] if len(runs) else runs
+    notes = TARGET_NOTE
+    if len(not_finished):
+        notes += "\n\nNot finished (skipped cells say why):\n\n" + not_finished[
+            ["dataset", "model", "method", "status", "status_reason"]].drop_duplicates().to_markdown(index=False)
     ctx.write_table(table, notes=notes)
 
-    hist = ctx.history(["test_acc"])
+    hist = history[history.key == "test_acc"]
     if hist.empty:
         return
     models = sorted(hist.model.unique())

@@ -11,8 +11,8 @@ import os
 import subprocess
 import sys
 import tempfile
-import time
 import textwrap
+import time
 from pathlib import Path
 
 from benchmarks.common import report_ratio

@@ -221,5 +221,5 @@ def cmd_ui(args) -> int:
         print(f"warning: the UI will be reachable from other machines on {args.host}", file=sys.stderr)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
            "--port", str(args.port)]
-    print("MLflow UI on http://{}:{}  ({})".format(args.host, args.port, uri))
+    print(f"MLflow UI on http://{args.host}:{args.port}  ({uri})")
     return subprocess.call(cmd)

@@ -4,7 +4,6 @@ the contract. New methods get these for free."""
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import dataclasses
 import json
 
-import pytest
 import torch
 
 from suite.config import Cell, resolve

@@ -67,7 +67,7 @@ class StagedModel(nn.Module):
 
     def layers(self) -> list[nn.Module]:
         """Every conv/linear layer, stem first, head last: the order methods index layers by."""
-        return weight_layers(self.stem) + [l for b in self.blocks for l in weight_layers(b)] + weight_layers(self.head)
+        return weight_layers(self.stem) + [layer for b in self.blocks for layer in weight_layers(b)] + weight_layers(self.head)
 
     def ode_runs(self) -> list[list[int]]:
         """Maximal runs (block indices) of consecutive ODE-form, shape-preserving blocks."""

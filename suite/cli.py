@@ -134,7 +134,7 @@ def cmd_run(args) -> int:
     cfg = resolve(cell)
     prepare(cfg, args.data_root)  # bad model/method/data combinations fail here, before logging
     tracker = Tracker(_tracking_uri(args))
-    result = run_cell(cell, tracker, data_root=args.data_root, progress=True)
+    result = run_cell(cell, tracker, data_root=args.data_root, progress=sys.stderr.isatty())
     print(f"{cell.label}: {result.status}" + (f" ({result.reason})" if result.reason else ""))
     for key in ("test_acc", "train_loss", "epoch_time"):
         if key in result.metrics:
@@ -184,7 +184,8 @@ def cmd_reproduce(args) -> int:
     slurm = SlurmOptions(args.slurm_partition, args.slurm_time, args.slurm_gpus, args.slurm_array_parallelism)
     print(f"reproduce: {len(experiments)} experiment(s), {len(cells)} cell(s), profile {args.profile}, "
           f"executor {executor}")
-    results = run_cells(cells, uri, executor=executor, jobs=args.jobs, data_root=args.data_root, slurm=slurm)
+    results = run_cells(cells, uri, executor=executor, jobs=args.jobs, data_root=args.data_root, slurm=slurm,
+                        progress=sys.stderr.isatty())
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1

@@ -41,7 +41,7 @@ class TrainConfig:
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"epochs": 1, "batch_size": 32, "train_subset": 128, "test_subset": 128,
               "eval_batch_size": 128, "measure_flops": False},
-    "quick": {"epochs": 3, "batch_size": 128, "train_subset": 10000, "test_subset": 2000},
+    "quick": {"epochs": 3, "batch_size": 128, "train_subset": 6000, "test_subset": 2000},
     "paper": {"epochs": 164, "batch_size": 128},
 }
 

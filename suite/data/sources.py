@@ -29,6 +29,7 @@ class DatasetSpec:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     natural_images: bool  # crop+flip augmentation by default (CIFAR)
+    synthetic: tuple[int, int] = (0, 0)  # (train, test) sizes of seeded random images; no files
 
 
 def default_root(cli_root: str | None = None) -> Path:
@@ -99,6 +100,8 @@ def _try_download(spec: DatasetSpec, root: Path, train: bool) -> bool:
 @functools.lru_cache(maxsize=8)
 def load_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Images as uint8 N×C×H×W and labels as int64, the whole split in memory."""
+    if spec.synthetic[0]:
+        return _random_split(spec, train)
     if not _verify_present_files(spec, root, train) and not _try_download(spec, root, train):
         names = "\n  ".join(str(p.resolve()) for p in expected_files(spec, root, train))
         raise UsageError(
@@ -115,6 +118,14 @@ def load_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[torch.Tensor
     return images.contiguous(), labels
 
 
+def _random_split(spec: DatasetSpec, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Uniformly random pixels and labels, the same on every machine (fixed seed per split)."""
+    n = spec.synthetic[0 if train else 1]
+    gen = torch.Generator().manual_seed(1 if train else 2)
+    images = torch.randint(0, 256, (n, *spec.input_shape), generator=gen, dtype=torch.uint8)
+    return images, torch.randint(0, spec.num_classes, (n,), generator=gen)
+
+
 DATASETS: dict[str, DatasetSpec] = {
     "mnist": DatasetSpec("mnist", torchvision.datasets.MNIST, "MNIST", 10, (1, 28, 28),
                          (0.1307,), (0.3081,), False),
@@ -124,4 +135,8 @@ DATASETS: dict[str, DatasetSpec] = {
                            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True),
     "cifar100": DatasetSpec("cifar100", torchvision.datasets.CIFAR100, "cifar-100-python", 100, (3, 32, 32),
                             (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True),
+    # NOT ImageNet: random images of ImageNet's size and class count, for measurements that only
+    # need ImageNet-shaped tensors (e.g. the gradient-sparsity experiment's timm models)
+    "random-imagenet": DatasetSpec("random-imagenet", type(None), "(none: generated)", 1000, (3, 224, 224),
+                                   (0.485, 0.456, 0.406), (0.229, 0.224, 0.225), False, synthetic=(128, 32)),
 }

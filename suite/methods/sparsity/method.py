@@ -1,0 +1,141 @@
+"""`bp-sparsity`: plain BP (the very same update as `bp`) that measures, on sampled steps, the
+activation and gradient sparsity of every conv/linear layer and the exact MACs a sparsity-aware
+forward and backward would need (Sarma et al. 2021, arXiv 2109.07710; METHODS-BRIEF §4).
+
+Sampled steps: every `sample_every`-th step and the first step of every epoch (so every epoch has
+a record). Hooks exist only during a sampled step; no hook changes a value.
+
+Logged per epoch (means over the epoch's sampled steps):
+  sp/act_in, sp/act_out, sp/dA, sp/dZ   fraction of zeros, unweighted mean over layers (NaN-free
+                                         layers only: act_out/dA exist where an activation follows)
+  sp/speedup_*                           whole-network modelled speedups = Σ dense MACs / Σ needed
+  sp/<i>/act_in|act_out|dA|dZ|speedup_bwd  the same for layer i < log_layers (speedup NaN when the
+                                         layer needs no backward MAC at all, e.g. zero dZ)
+and the full per-layer tables of every sampled step as an artifact `sparsity/epoch-NNN.json`.
+
+Speedups (ideal skippable MACs, not wall-clock; see docs/gradient-sparsity.md):
+  speedup_bwd      backprop (dX + dW), input and output sparsity, vs dense backprop
+  speedup_bwd_out  output sparsity only (dX at X = 0 not computed; dW dense)
+  speedup_bwd_in   input sparsity only (zero operands of dX and dW skipped)
+  speedup_fwd      forward with input sparsity vs dense forward
+  speedup_train    forward + backprop, all of the above, vs a sparsity-agnostic (dense) step
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import torch
+
+from suite.methods.bp import BP, BPHParams
+from suite.methods.sparsity.macs import LayerMacs
+from suite.methods.sparsity.probes import LayerStats, ProbeRecorder, is_activation
+from suite.params import param
+
+TOTAL_KEYS = ("speedup_fwd", "speedup_bwd_out", "speedup_bwd_in", "speedup_bwd", "speedup_train")
+
+
+@dataclass(frozen=True)
+class BPSparsityHParams(BPHParams):
+    sample_every: int = param(50, "instrument every N-th step (and the first step of every epoch)", low=1)
+    log_layers: int = param(16, "log per-layer metrics for the first N layers (all go to the JSON artifact)",
+                            low=0)
+    skip_zero_weights: bool = param(False, "also skip zero weights (weight sparsity; not the paper's "
+                                           "activation-based sparsity, and zero-initialised layers would read as free)")
+
+
+def _finite_or_nan(x: float) -> float:
+    return x if math.isfinite(x) else float("nan")
+
+
+def _nanmean(values: list[float]) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) / len(values) if values else float("nan")
+
+
+class BPSparsity(BP):
+    name = "bp-sparsity"
+    HParams = BPSparsityHParams
+    summary = "BP (identical updates) + exact activation/gradient sparsity and skippable-MAC speedups per layer"
+    source = ("Sarma et al. 2021, arXiv 2109.07710 (gradient output sparsity); counting rules reconstructed "
+              "in METHODS-BRIEF §4(b); BP recipe as `bp`")
+
+    def setup(self, model, ctx):
+        super().setup(model, ctx)
+        self.layers = model.layers()
+        self.activations = [m for m in model.modules() if is_activation(m)]
+        names = {id(m): n for n, m in model.named_modules()}
+        self.layer_names = [names.get(id(m), "?") for m in self.layers]
+        self.step = 0
+        self._epoch_records: list[tuple[int, list[LayerStats], list[dict]]] = []
+
+    def is_sampled(self, step: int) -> bool:
+        return step % self.hp.sample_every == 0 or step % self.ctx.steps_per_epoch == 0
+
+    def train_step(self, batch):
+        step, self.step = self.step, self.step + 1
+        if not self.is_sampled(step):
+            return super().train_step(batch)
+        with ProbeRecorder(self.layers, self.activations, self.hp.skip_zero_weights) as recorder:
+            out = super().train_step(batch)
+        self._epoch_records.append((step, recorder.layer_stats(), recorder.activation_stats()))
+        return out
+
+    def end_epoch(self, epoch):
+        records, self._epoch_records = self._epoch_records, []
+        if not records:
+            return {}
+        per_layer = [sum((r[1][i] for r in records), LayerStats()) for i in range(len(self.layers))]
+        total = sum((s.macs for s in per_layer), LayerMacs())
+        fractions = [s.fractions() for s in per_layer]
+        out = {f"sp/{k}": _nanmean([f[k] for f in fractions]) for k in ("act_in", "act_out", "dA", "dZ")}
+        out |= {f"sp/{k}": _finite_or_nan(v) for k, v in total.speedups().items()}
+        out["sp/gmacs_dense_step"] = (total.dense + total.dense_bwd) / len(records) / 1e9
+        out["sp/sampled_steps"] = float(len(records))
+        for i in range(min(self.hp.log_layers, len(self.layers))):
+            out |= {f"sp/{i}/{k}": v for k, v in fractions[i].items() if not math.isnan(v)}
+            out[f"sp/{i}/speedup_bwd"] = _finite_or_nan(per_layer[i].macs.speedups()["speedup_bwd"])
+        if self.ctx.log_artifact is not None:
+            self.ctx.log_artifact(f"sparsity/epoch-{epoch:03d}.json", json.dumps(self.tables(records), indent=1))
+        return out
+
+    def tables(self, records) -> dict:
+        """Per-layer rows of every sampled step (fractions, exact MAC counts, speedups)."""
+        rows = []
+        for step, stats, _ in records:
+            for i, (layer, s) in enumerate(zip(self.layers, stats)):
+                macs = s.macs
+                rows.append({"step": step, "layer": i, "name": self.layer_names[i], "type": type(layer).__name__,
+                             **s.fractions(), **{k: getattr(macs, k) for k in macs.__dataclass_fields__},
+                             **macs.speedups()})
+        acts = [{"step": step, "activation": j, "type": type(m).__name__,
+                 "act_out": a["zeros"] / a["numel"] if a["numel"] else None,
+                 "dA": a["grad_zeros"] / a["grad_numel"] if a["grad_numel"] else None}
+                for step, _, act_rows in records for j, (m, a) in enumerate(zip(self.activations, act_rows))]
+        return {"model": getattr(self.model, "name", ""), "layers": rows, "activations": acts}
+
+
+def instrumented_steps(model_name: str, steps: int = 2, batch_size: int = 2, image_size: int = 224,
+                       num_classes: int = 1000, seed: int = 0, **hparams) -> dict[str, float]:
+    """Build a model and run a few instrumented BP steps on RANDOM inputs of ImageNet size (not
+    ImageNet): uniformly random pixels and labels. Returns the network-level numbers of
+    `end_epoch`. For a quick look without the harness or MLflow; the experiment runs the same
+    thing through the harness on the `random-imagenet` dataset."""
+    from suite.data import DATASETS, DataBundle, Split
+    from suite.methods.base import Context
+    from suite.models import build_model
+
+    gen = torch.Generator().manual_seed(seed)
+    split = Split(torch.randint(0, 256, (steps * batch_size, 3, image_size, image_size), generator=gen,
+                                dtype=torch.uint8), torch.randint(0, num_classes, (steps * batch_size,), generator=gen))
+    data = DataBundle(DATASETS["random-imagenet"], split, split, None, batch_size=batch_size, eval_batch_size=batch_size,
+                      augment="none", device=torch.device("cpu"), channels_last=False)
+    torch.manual_seed(seed)
+    model = build_model(model_name, data.input_shape, num_classes)
+    method = BPSparsity(BPSparsityHParams(sample_every=1, **hparams))
+    method.setup(model, Context.for_data(data))
+    for batch in data.train_batches(seed, 0):
+        method.train_step(batch)
+    return method.end_epoch(0)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from suite.experiments import summary
+from suite.experiments import gradient_sparsity, local_schedules, summary
 from suite.experiments.base import Experiment, cross
 
 EXPERIMENTS: dict[str, Experiment] = {
     summary.EXPERIMENT.name: summary.EXPERIMENT,
+    gradient_sparsity.EXPERIMENT.name: gradient_sparsity.EXPERIMENT,
+    local_schedules.EXPERIMENT.name: local_schedules.EXPERIMENT,
 }
 
 __all__ = ["EXPERIMENTS", "Experiment", "cross"]

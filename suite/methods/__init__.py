@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from suite.methods.base import Context, Method
 from suite.methods.bp import BP
+from suite.methods.feedback import FEEDBACK_METHODS
+from suite.methods.local import LocalSGD
+from suite.methods.sparsity import BPSparsity
 
 METHODS: dict[str, type[Method]] = {
     BP.name: BP,
+    **FEEDBACK_METHODS,  # fa, dfa, bdfa, hybrid-dfa
+    LocalSGD.name: LocalSGD,
+    BPSparsity.name: BPSparsity,
 }
 
 __all__ = ["METHODS", "Context", "Method"]

@@ -1,0 +1,113 @@
+"""Alignment diagnostics (Launay, Poli & Krzakala 2019; BioTorch).
+
+Gradient alignment: on one fixed batch, the per-sample cosine between the signal a method
+delivers to a unit's output (stem or block output: what its weights are updated from) and the
+true BP gradient of the loss w.r.t. the same tensor, both flattened per sample; mean and std over
+the batch. This follows the authors' procedure (`dfatools/models.py`: the same weights, one
+validation batch, backward hooks on module outputs, `CosineSimilarity(dim=1)`), measured at
+unit outputs (post-activation). Both passes run in eval mode (BatchNorm uses its running
+statistics, nothing in the model changes); that choice is this suite's.
+
+Weight alignment (FA): the angle in degrees between a layer's forward weight and its feedback
+matrix, both flattened, as BioTorch reports it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from suite.models import StagedModel
+
+
+def units(model: StagedModel) -> list[torch.nn.Module]:
+    """The sequence feedback is organised on: the stem, then every block (the head is separate)."""
+    return [model.stem, *model.blocks]
+
+
+def bp_unit_grads(model: StagedModel, x: torch.Tensor, y: torch.Tensor) -> list[torch.Tensor | None]:
+    """True gradient of the mean cross-entropy w.r.t. every unit output (None: needs no grad)."""
+    outs = []
+    h = x
+    for unit in units(model):
+        h = unit(h)
+        outs.append(h)
+    loss = F.cross_entropy(model.head(h), y)
+    return grads_wrt(loss, outs)
+
+
+def grads_wrt(loss: torch.Tensor, outs: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    wanted = [i for i, t in enumerate(outs) if t is not None and t.requires_grad]
+    got = torch.autograd.grad(loss, [outs[i] for i in wanted], allow_unused=True)
+    result: list[torch.Tensor | None] = [None] * len(outs)
+    for i, g in zip(wanted, got):
+        result[i] = g
+    return result
+
+
+def cosine_stats(signal: torch.Tensor, true: torch.Tensor) -> tuple[float, float]:
+    """Mean and std over samples of the per-sample cosine similarity."""
+    cos = F.cosine_similarity(signal.flatten(1).double(), true.flatten(1).double(), dim=1, eps=1e-30)
+    return float(cos.mean()), float(cos.std()) if len(cos) > 1 else 0.0
+
+
+def alignment_metrics(signals: list[torch.Tensor | None], true: list[torch.Tensor | None],
+                      prefix: str = "align") -> dict[str, float]:
+    """`align/<unit>_mean`, `align/<unit>_std` (unit 0 = stem, unit i = block i−1) and `align/mean`
+    (unweighted mean over the measured units)."""
+    out, means = {}, []
+    for i, (s, t) in enumerate(zip(signals, true)):
+        if s is None or t is None:
+            continue
+        mean, std = cosine_stats(s, t)
+        out[f"{prefix}/{i}_mean"], out[f"{prefix}/{i}_std"] = mean, std
+        means.append(mean)
+    if means:
+        out[f"{prefix}/mean"] = sum(means) / len(means)
+    return out
+
+
+def weight_angle_deg(weight: torch.Tensor, feedback: torch.Tensor) -> float:
+    cos = F.cosine_similarity(weight.detach().flatten().double(), feedback.detach().flatten().double(), dim=0)
+    return math.degrees(math.acos(max(-1.0, min(1.0, float(cos)))))
+
+
+def fixed_batch(data, samples: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The first `samples` examples of the validation split (the test split when there is none)."""
+    for split in ("val", "test"):
+        xs, ys, n = [], [], 0
+        for batch in data.eval_batches(split):
+            xs.append(batch.x)
+            ys.append(batch.y)
+            n += len(batch)
+            if n >= samples:
+                break
+        if xs:
+            return torch.cat(xs)[:samples], torch.cat(ys)[:samples]
+    return None
+
+
+class AlignmentProbe:
+    """Measures gradient alignment of a method against BP on a fixed batch (off the training path).
+
+    `signal_fn(x, y) -> list[tensor | None]` gives the method's signal at each unit output."""
+
+    def __init__(self, model: StagedModel, data, samples: int, every: int):
+        self.model, self.every = model, every
+        self.batch = fixed_batch(data, samples) if samples > 0 and every > 0 else None
+
+    def due(self, epoch: int) -> bool:
+        return self.batch is not None and (epoch + 1) % self.every == 0
+
+    def measure(self, signal_fn) -> dict[str, float]:
+        x, y = self.batch
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            true = bp_unit_grads(self.model, x, y)
+            signals = signal_fn(x, y)
+        finally:
+            self.model.train(was_training)
+        return alignment_metrics(signals, true)

@@ -1,0 +1,102 @@
+"""`dfa` (Nøkland 2016) and `bdfa` (binary DFA, Han & Yoo 2019).
+
+DFA: the output error e = dL/dlogits is projected to every feedback point by a fixed random
+matrix B_l (C·H·W × n_classes for a conv output, n_l × n_classes for a linear one);
+δ_l = (B_l e) ⊙ f'(a_l); ΔW_l = −η δ_l h_{l−1}ᵀ; the head gets its true gradient. With
+`granularity=layer` (default; Nøkland's per-layer DFA) every conv/linear layer gets its own
+point (see `engine.py`) and every layer's input is detached, so each layer computes only its
+weight gradient: no backward-data convolution runs anywhere, which is what makes a DFA step
+cheaper than a BP step. With `granularity=block` the points are the stem and block outputs and
+BP runs inside each block.
+
+BDFA: the same with feedback entries in {−1, +1}, stored as int8, times one scale per layer,
+1/sqrt(dim_l · n_classes) (so B_l has the variance of the gaussian default). The ±1 entries are
+from the paper's abstract and DF-LNPU's "adder-only" hardware [V]; the i.i.d. sign draw and the
+scale are reconstructions (the paper's initialisation rule is not available).
+
+Defaults: the suite's SGD recipe (OptimHParams) — Han et al.'s optimiser settings are not
+available; Launay et al. train with a small learning rate, see the experiments' overrides.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from suite.methods.base import Method
+from suite.methods.feedback.alignment import AlignmentProbe, grads_wrt
+from suite.methods.feedback.engine import FeedbackPlan, feedback_forward, point_layout
+from suite.methods.feedback.matrices import INITS, build_bank
+from suite.methods.feedback.alignment import units
+from suite.methods.optim import OptimHParams, make_optimizer, make_scheduler
+from suite.params import param
+
+
+@dataclass(frozen=True)
+class DFAHParams(OptimHParams):
+    granularity: str = param("layer", "feedback points: every conv/linear layer (Nøkland) or every "
+                                      "stem/block output (BP inside blocks)", choices=("layer", "block"))
+    feedback: str = param("gaussian", "feedback init: gaussian (Launay et al. scaling), uniform, "
+                                      "binary (±1), sparse (strided pattern; a reconstruction)", choices=INITS)
+    feedback_scale: float = param(1.0, "multiplies every B_l (whose entries have std 1/sqrt(dim_l·n_classes))",
+                                  low=0.0, low_open=True)
+    sparse_stride: int = param(2, "sparse feedback: keep 1 entry in `sparse_stride` (strided pattern)", low=1)
+    align_samples: int = param(128, "samples of the fixed batch for gradient alignment; 0 = off", low=0)
+    align_every: int = param(1, "measure gradient alignment every N epochs", low=1)
+
+
+class DFA(Method):
+    name = "dfa"
+    HParams = DFAHParams
+    summary = "direct feedback alignment: output error projected to every layer by fixed random matrices"
+    source = ("Nøkland 2016 (DFA); feedback scaling of Launay et al. 2019 (lightonai/principled-dfa-training); "
+              "conv outputs get a C×H×W-shaped projection")
+
+    def plan(self, model) -> FeedbackPlan:
+        return FeedbackPlan.uniform(len(units(model)), "dfa", self.hp.granularity == "layer")
+
+    def setup(self, model, ctx):
+        super().setup(model, ctx)
+        self.feedback_plan = self.plan(model)
+        sample = ctx.data.fetch(torch.arange(min(2, len(ctx.data.train)), device=ctx.data.device))
+        shapes, channels_last = point_layout(model, sample, self.feedback_plan)
+        self.bank = build_bank(shapes, channels_last, ctx.num_classes, self.hp.feedback, ctx.generator,
+                               self.hp.feedback_scale, self.hp.sparse_stride).to(ctx.device)
+        self.opt = make_optimizer(model.parameters(), self.hp)
+        self.sched = make_scheduler(self.opt, self.hp, ctx.total_steps, ctx.steps_per_epoch)
+        self.probe = AlignmentProbe(model, ctx.data, self.hp.align_samples, self.hp.align_every)
+
+    def train_step(self, batch):
+        self.model.train()
+        logits, _, _ = feedback_forward(self.model, batch.x, self.feedback_plan, self.bank)
+        loss = self.loss_fn(logits, batch.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()  # e to the head, B_l e to every point; no gradient crosses a point
+        self.opt.step()
+        self.sched.step()
+        return self.step_stats(logits, batch.y, loss)
+
+    def signals(self, x, y):
+        """The gradient this method delivers to each unit output (for the alignment probe)."""
+        logits, _, outs = feedback_forward(self.model, x, self.feedback_plan, self.bank)
+        return grads_wrt(self.loss_fn(logits, y), outs)
+
+    def end_epoch(self, epoch):
+        out = {"feedback_mb": (self.bank.matrix.numel() * self.bank.matrix.element_size()) / 2**20}
+        if self.probe.due(epoch):
+            out |= self.probe.measure(self.signals)
+        return out
+
+
+@dataclass(frozen=True)
+class BDFAHParams(DFAHParams):
+    feedback: str = param("binary", "binary DFA: entries ±1 (int8) × 1/sqrt(dim_l·n_classes)", choices=("binary",))
+
+
+class BDFA(DFA):
+    name = "bdfa"
+    HParams = BDFAHParams
+    summary = "binary DFA: ±1 feedback matrices stored as int8 with one scale per layer"
+    source = ("Han & Yoo 2019 (arXiv 1901.01986) BDFA; ±1 i.i.d. entries and the 1/sqrt(dim·n_classes) "
+              "scale are reconstructions")

@@ -1,0 +1,162 @@
+"""`fa`: feedback alignment (Lillicrap et al. 2016). Every conv/linear layer keeps its forward
+weight W for the forward pass and the weight gradient, but the backward pass propagates the
+error to the layer's input through a fixed random matrix B of W's shape instead of W:
+grad_x = g·B (linear), conv2d_input(B, g) (conv). With B = W it is BP exactly (a test checks it).
+
+The substitution is done by a TorchFunctionMode around the method's forward: each F.linear /
+F.conv2d call whose weight has a feedback matrix runs as a custom autograd Function. The model's
+modules are not changed, so `predict`, checkpoints and other methods see an ordinary model.
+
+Feedback init (a reconstruction of BioTorch's "initialise feedback like the weights"): B has the
+distribution chosen by `feedback` (see matrices.py) with the standard deviation of the layer's
+weight at setup, times `feedback_scale`. Each layer's B is drawn from ctx.generator in
+`model.layers()` order. A step costs the same as a BP step (ratio ≈ 1).
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.nn.modules.utils import _pair
+from torch.overrides import TorchFunctionMode
+
+from suite.methods.base import Method
+from suite.methods.feedback.alignment import AlignmentProbe, bp_unit_grads, weight_angle_deg
+from suite.methods.feedback.matrices import INITS, draw
+from suite.methods.optim import OptimHParams, make_optimizer, make_scheduler
+from suite.params import param
+
+
+class FALinear(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, feedback):
+        ctx.save_for_backward(x, feedback)
+        ctx.has_bias = bias is not None
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, feedback = ctx.saved_tensors
+        g2 = grad.reshape(-1, grad.shape[-1])
+        gx = (grad @ feedback) if ctx.needs_input_grad[0] else None
+        gw = g2.t() @ x.reshape(-1, x.shape[-1]) if ctx.needs_input_grad[1] else None
+        gb = g2.sum(0) if ctx.has_bias and ctx.needs_input_grad[2] else None
+        return gx, gw, gb, None
+
+
+class FAConv2d(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, feedback, stride, padding, dilation, groups):
+        ctx.save_for_backward(x, feedback)
+        ctx.conf = (stride, padding, dilation, groups, bias is not None)
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, feedback = ctx.saved_tensors
+        stride, padding, dilation, groups, has_bias = ctx.conf
+        need = ctx.needs_input_grad
+        # one aten call: grad_input through B (the only change from BP), grad_weight and grad_bias as in BP
+        gx, gw, gb = torch.ops.aten.convolution_backward(
+            grad, x, feedback, [feedback.shape[0]] if has_bias else None, stride, padding, dilation,
+            False, [0, 0], groups, [need[0], need[1], has_bias and need[2]])
+        return gx, gw, gb if has_bias else None, None, None, None, None, None
+
+
+_CONV_SIG = inspect.signature(lambda input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1: None)
+
+
+def _conv_padding(padding, weight, dilation) -> list[int]:
+    if isinstance(padding, str):
+        if padding == "valid":
+            return [0, 0]
+        return [d * (k - 1) // 2 for d, k in zip(dilation, weight.shape[2:])]  # 'same', odd kernels
+    return list(_pair(padding))
+
+
+class FeedbackMode(TorchFunctionMode):
+    """Routes F.linear / F.conv2d of the layers in `feedback` (keyed by weight identity) through
+    the FA Functions."""
+
+    def __init__(self, feedback: dict[int, torch.Tensor]):
+        super().__init__()
+        self.feedback = feedback
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is F.linear or func is F.conv2d:
+            bound = _CONV_SIG.bind(*args, **kwargs) if func is F.conv2d else None
+            weight = bound.arguments["weight"] if bound else (args[1] if len(args) > 1 else kwargs["weight"])
+            fb = self.feedback.get(id(weight))
+            if fb is not None:
+                if func is F.linear:
+                    bias = args[2] if len(args) > 2 else kwargs.get("bias")
+                    return FALinear.apply(args[0] if args else kwargs["input"], weight, bias, fb)
+                a = bound.arguments
+                dilation = list(_pair(a.get("dilation", 1)))
+                return FAConv2d.apply(a["input"], weight, a.get("bias"), fb, list(_pair(a.get("stride", 1))),
+                                      _conv_padding(a.get("padding", 0), weight, dilation), dilation,
+                                      a.get("groups", 1))
+        return func(*args, **kwargs)
+
+
+@dataclass(frozen=True)
+class FAHParams(OptimHParams):
+    feedback: str = param("gaussian", "feedback init (std = the layer weight's std at setup): gaussian, "
+                                      "uniform, binary (±std), sparse (strided pattern)", choices=INITS)
+    feedback_scale: float = param(1.0, "multiplies every B", low=0.0, low_open=True)
+    sparse_stride: int = param(2, "sparse feedback: keep 1 entry in `sparse_stride`", low=1)
+    align_samples: int = param(128, "samples of the fixed batch for gradient alignment; 0 = off", low=0)
+    align_every: int = param(1, "measure alignment every N epochs", low=1)
+    log_layers: int = param(24, "log the weight-alignment angle of the first N layers (and their mean)", low=0)
+
+
+class FA(Method):
+    name = "fa"
+    HParams = FAHParams
+    summary = "feedback alignment: backward pass through fixed random matrices instead of Wᵀ"
+    source = "Lillicrap et al. 2016; as benchmarked by BioTorch (jsalbert/biotorch, Sanfiz & Akrout 2021)"
+
+    def setup(self, model, ctx):
+        super().setup(model, ctx)
+        self.layers = model.layers()
+        self.feedback = []
+        for layer in self.layers:
+            w = layer.weight.detach()
+            b = draw(self.hp.feedback, w.shape[0], w[0].numel(), ctx.generator, self.hp.sparse_stride).float()
+            b = b.view_as(w).to(device=w.device, memory_format=torch.contiguous_format)
+            if w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last):
+                b = b.contiguous(memory_format=torch.channels_last)
+            self.feedback.append(b * (w.float().std() * self.hp.feedback_scale))
+        self.opt = make_optimizer(model.parameters(), self.hp)
+        self.sched = make_scheduler(self.opt, self.hp, ctx.total_steps, ctx.steps_per_epoch)
+        self.probe = AlignmentProbe(model, ctx.data, self.hp.align_samples, self.hp.align_every)
+
+    def mode(self) -> FeedbackMode:
+        return FeedbackMode({id(layer.weight): fb for layer, fb in zip(self.layers, self.feedback)})
+
+    def train_step(self, batch):
+        self.model.train()
+        with self.mode():
+            logits = self.model(batch.x)
+        loss = self.loss_fn(logits, batch.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return self.step_stats(logits, batch.y, loss)
+
+    def signals(self, x, y):
+        with self.mode():
+            return bp_unit_grads(self.model, x, y)
+
+    def end_epoch(self, epoch):
+        angles = [weight_angle_deg(layer.weight, fb) for layer, fb in zip(self.layers, self.feedback)]
+        out = {f"walign/{i}_deg": a for i, a in enumerate(angles[:self.hp.log_layers])}
+        out["walign/mean_deg"] = sum(angles) / len(angles)
+        if self.probe.due(epoch):
+            out |= self.probe.measure(self.signals)
+        return out

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from suite.experiments import gradient_sparsity, local_schedules, summary
 from suite.experiments.base import Experiment, cross
+from suite.experiments.feedback_family import FEEDBACK_EXPERIMENTS
 
 EXPERIMENTS: dict[str, Experiment] = {
     summary.EXPERIMENT.name: summary.EXPERIMENT,
+    **FEEDBACK_EXPERIMENTS,  # dfa-cnn, biotorch-resnet, launay-bottleneck
     gradient_sparsity.EXPERIMENT.name: gradient_sparsity.EXPERIMENT,
     local_schedules.EXPERIMENT.name: local_schedules.EXPERIMENT,
 }

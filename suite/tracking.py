@@ -5,7 +5,9 @@ works, e.g. `http://127.0.0.1:5000` for a shared tracking server.
 
 One cell = one hash. Claiming a cell is race-safe across processes and hosts: a process creates
 its run, then looks again; if an older live claim or a completed run exists, it deletes its own
-run and leaves the cell alone. A claim whose process is gone (same host: pid is dead; other
+run and leaves the cell alone. With the embedded SQLite store the whole claim also runs under an
+exclusive file lock beside the database, so processes on one machine never interleave their
+look-create-look sequences (CI once saw two processes both keep their claim without it). A claim whose process is gone (same host: pid is dead; other
 host: no heartbeat for `lease_s`) is marked `killed` and the cell is redone.
 """
 
@@ -55,7 +57,8 @@ def check_reachable(uri: str, timeout: float = 3.0) -> None:
 
 
 @contextlib.contextmanager
-def _store_init_lock(uri: str):
+def _sqlite_file_lock(uri: str):
+    """An exclusive advisory lock beside an SQLite store (a no-op for servers and on Windows)."""
     if not uri.startswith("sqlite:///") or fcntl is None:
         yield
         return
@@ -87,7 +90,7 @@ class Tracker:
         self.uri = uri or default_uri()
         check_reachable(self.uri)
         self.lease_s = lease_s
-        with _store_init_lock(self.uri):  # MLflow migrates a new SQLite file on first use: one process at a time
+        with _sqlite_file_lock(self.uri):  # MLflow migrates a new SQLite file on first use: one process at a time
             self.client = MlflowClient(tracking_uri=self.uri)
             self.experiment_id = self._experiment(experiment)
 
@@ -127,6 +130,10 @@ class Tracker:
     # -- claiming and logging -------------------------------------------------------------------
     def claim(self, cell_hash: str, tags: dict[str, str], run_name: str) -> RunHandle | None:
         """Start this cell's run, or return None if it is complete or being run elsewhere."""
+        with _sqlite_file_lock(self.uri):
+            return self._claim_unlocked(cell_hash, tags, run_name)
+
+    def _claim_unlocked(self, cell_hash: str, tags: dict[str, str], run_name: str) -> RunHandle | None:
         for run in self.runs_for(cell_hash):
             status = run.data.tags.get("status")
             if status in COMPLETE:

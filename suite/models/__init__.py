@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from suite.errors import UsageError, unknown_name
-from suite.models import resnet, simple
+from suite.models import odenet, resnet, simple
 from suite.models.staged import Block, SequentialBlock, StagedModel, weight_layers
 
 __all__ = ["MODELS", "Block", "SequentialBlock", "StagedModel", "build_model", "check_model_name", "weight_layers"]
@@ -25,6 +25,7 @@ def _no_spec(builder: Callable) -> Callable:
 
 MODELS: dict[str, Callable[..., StagedModel]] = {
     "mlp": simple.mlp,
+    "odenet": odenet.odenet,
     "cnn": simple.cnn,
     "resnet20": _no_spec(lambda s, k: resnet.cifar_resnet(s, k, 20)),
     "resnet56": _no_spec(lambda s, k: resnet.cifar_resnet(s, k, 56)),
@@ -51,6 +52,8 @@ def check_model_name(name: str) -> None:
         raise unknown_name("model", name, list(MODELS) + ["timm:<name>"])
     if family == "mlp" and spec:
         simple.parse_mlp_spec(spec)
+    elif family == "odenet":
+        odenet.parse_odenet_spec(spec)
     elif family == "cnn" and spec and spec not in simple.ACTIVATIONS:
         raise UsageError(f"bad cnn spec '{spec}': choose an activation: {', '.join(simple.ACTIVATIONS)}")
 

@@ -29,6 +29,8 @@ BAD_INPUTS = [
     (["run", "bp", "mlp", "mnist", "--set", "optimizer=rmsprop"], "choose one of sgd, adam"),
     (["run", "bp", "mlp", "mnist", "--profile", "huge"], "unknown profile 'huge'"),
     (["list", "method"], "Did you mean 'methods'"),
+    (["run", "penalty", "odenet:4-4", "mnist", "--set", "stages=5"], "stages=5 is invalid .* 2 ≤ stages ≤ 4"),
+    (["run", "penalty", "resnet20", "mnist", "--set", "stages=1"], "'stages'=1 is out of range"),
 ]
 
 

@@ -16,7 +16,12 @@ import pandas as pd
 
 from suite.config import Cell
 from suite.experiments.base import Experiment
-from suite.experiments.feedback_common import accuracy_figure, alignment_figure, variant, with_labels
+from suite.experiments.feedback_common import (
+    accuracy_figure,
+    alignment_figure,
+    variant,
+    with_labels,
+)
 from suite.report.baselines import load_published
 from suite.report.stats import summarise
 

@@ -19,7 +19,12 @@ import seaborn as sns
 
 from suite.config import Cell
 from suite.experiments.base import Experiment
-from suite.experiments.feedback_common import accuracy_figure, alignment_figure, variant, with_labels
+from suite.experiments.feedback_common import (
+    accuracy_figure,
+    alignment_figure,
+    variant,
+    with_labels,
+)
 from suite.report.stats import summarise
 
 SOURCE = "Han & Yoo 2019 (arXiv 1901.01986) CIFAR study, reconstructed (no per-method table is available)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 from suite.methods.base import Context, Method
 from suite.methods.bp import BP
 from suite.methods.feedback import FEEDBACK_METHODS
+from suite.methods.layer_parallel import LAYER_PARALLEL_METHODS
 from suite.methods.local import LocalSGD
 from suite.methods.sparsity import BPSparsity
 
@@ -13,6 +14,7 @@ METHODS: dict[str, type[Method]] = {
     **FEEDBACK_METHODS,  # fa, dfa, bdfa, hybrid-dfa
     LocalSGD.name: LocalSGD,
     BPSparsity.name: BPSparsity,
+    **LAYER_PARALLEL_METHODS,  # penalty, augmented-lagrangian, mgrit
 }
 
 __all__ = ["METHODS", "Context", "Method"]

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 import torch
 
 from suite.methods.base import Method
-from suite.methods.feedback.alignment import AlignmentProbe, grads_wrt
+from suite.methods.feedback.alignment import AlignmentProbe, grads_wrt, units
 from suite.methods.feedback.engine import FeedbackPlan, feedback_forward, point_layout
 from suite.methods.feedback.matrices import INITS, build_bank
-from suite.methods.feedback.alignment import units
 from suite.methods.optim import OptimHParams, make_optimizer, make_scheduler
 from suite.params import param
 

@@ -1,0 +1,202 @@
+"""`penalty` and `augmented-lagrangian`: layer-parallel training with auxiliary variables, the
+serial-parallel hybrid (SPH) and downsampling (DS) filters (Sun et al., arXiv 2009.01462 v2/v3;
+METHODS-BRIEF §1). The formulation below is the standard one for this family; what the available
+text does not give is marked [R] (reconstructed) or [NF] (not found) and listed in
+docs/layer-parallel.md.
+
+One outer iteration = one training step on a batch of sample indices:
+
+1. parallel phase: every stage k steps its own sub-problem at once (`StageSolver`), on the
+   *un-augmented* images (the λ are tied to exact inputs, the data-augmentation problem the paper
+   names); each auxiliary variable then takes a preconditioned gradient step [R] (`aux_update`):
+       λ_k ← λ_k + a·[ r_k + μ_k/β − (d_k/β)·∂J_{k+1}/∂λ_k ],   r_k = D(F_k(R(λ_{k−1}))) − λ_k
+   All stages see the previous iterate (Jacobi), which is what makes them parallel.
+2. augmented Lagrangian only: μ_k ← μ_k + β·(D(F_k(R(λ_{k−1}))) − λ_k), with the updated λ_k.
+3. serial correction (SPH): the last `serial_share` of the epochs are ordinary end-to-end BP on
+   augmented data through the whole network [R: the text says "first ... then", the share is NF].
+   Each phase runs the learning-rate schedule over its own length; the serial phase starts a
+   fresh optimiser (momentum buffers reset).
+
+The `loss`/`train_acc` logged in the parallel phase are stage K's: the task loss on its input
+λ_{K−1}, which is what that phase optimises; test accuracy is always the serial forward.
+
+β follows a geometric schedule per epoch, β_e = min(beta_max, beta·beta_growth^e) [R].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from suite.errors import UsageError
+from suite.methods.base import Method
+from suite.methods.layer_parallel.aux_vars import AuxiliaryVariables, aux_update
+from suite.methods.layer_parallel.stage_runners import LocalStages, ProcessStages
+from suite.methods.layer_parallel.stage_solver import StageSolver, StageTask
+from suite.methods.layer_parallel.stages import (
+    BoundaryFilter,
+    boundary_shapes,
+    split_stages,
+    stage_bounds,
+)
+from suite.methods.optim import OptimHParams, lr_factor, make_optimizer
+from suite.params import param
+
+
+@dataclass(frozen=True)
+class PenaltyHParams(OptimHParams):
+    stages: int = param(2, "K: number of stages the blocks are cut into (≤ number of blocks)", low=2)
+    beta: float = param(10.0, "penalty weight β at epoch 0 (per-element mean penalty) [R: value NF]", low=0.0, low_open=True)
+    beta_growth: float = param(2.0, "β is multiplied by this every epoch (geometric schedule) [R]", low=1.0)
+    beta_max: float = param(1000.0, "cap of the β schedule [R]", low=0.0, low_open=True)
+    aux_step: float = param(0.5, "a: step of the auxiliary-variable update (1 = jump to the stage's own "
+                            "minimiser when no downstream term) [R]", low=0.0, low_open=True, high=1.0)
+    serial_share: float = param(0.25, "SPH: fraction of the epochs (at the end) trained serially end to end "
+                                "by BP on augmented data; 0 = pure layer-parallel [R: NF]", low=0.0, high=1.0)
+    ds_stride: int = param(1, "DS filter: store and send auxiliary variables average-pooled with this stride "
+                           "(1 = off) [R: exact filter NF]", low=1)
+    distributed: bool = param(False, "run the K stages in K worker processes (torch.distributed, gloo) "
+                              "instead of one after another in this process")
+    worker_threads: int = param(1, "intra-op threads per worker process (distributed mode)", low=1)
+    link_gb_per_s: float = param(12.0, "modelled link bandwidth between devices, GB/s (an assumption: "
+                                 "≈ PCIe 3.0 ×16) for the modelled K-device speedup", low=0.0, low_open=True)
+
+
+class Penalty(Method):
+    name = "penalty"
+    HParams = PenaltyHParams
+    summary = "layer-parallel training, quadratic-penalty auxiliary variables (+ SPH, DS filters)"
+    source = "Sun et al. 2020/2021 (arXiv 2009.01462); formulation reconstructed, see docs/layer-parallel.md"
+    multipliers = False
+
+    @classmethod
+    def workers(cls, hparams) -> int:
+        return hparams.stages if hparams.distributed else 1
+
+    def validate(self, model):
+        stage_bounds(len(model.blocks), self.hp.stages)  # raises UsageError: more stages than blocks
+
+    def setup(self, model, ctx):
+        super().setup(model, ctx)
+        if ctx.data.device.type != "cpu" and self.hp.distributed:
+            raise UsageError("distributed stages are implemented for CPU (gloo); run on CPU or set distributed=false")
+        self.stages = split_stages(model, self.hp.stages)
+        full_shapes = boundary_shapes(self.stages, ctx.data.input_shape, ctx.device)
+        self.filters = [BoundaryFilter(self.hp.ds_stride, s) for s in full_shapes]
+        stored = [f.stored_shape for f in self.filters]
+        self.aux = AuxiliaryVariables(len(ctx.data.train), stored, self.multipliers)
+        self.serial_epochs = round(self.hp.serial_share * ctx.epochs)
+        self.parallel_epochs = ctx.epochs - self.serial_epochs
+        par_steps = max(1, self.parallel_epochs * ctx.steps_per_epoch)
+        args = [(stage, k, len(self.stages), self.hp, par_steps, ctx.steps_per_epoch,
+                 self.filters[k - 1] if k else None, self.filters[k] if k < len(self.filters) else None)
+                for k, stage in enumerate(self.stages)]
+        if self.hp.distributed and self.parallel_epochs:
+            in_shapes = [tuple(ctx.data.input_shape)] + stored
+            shapes = [(in_shapes[k], stored[k] if k < len(stored) else ()) for k in range(len(self.stages))]
+            self.runner = ProcessStages(args, shapes, self.multipliers, self.hp.worker_threads)
+        else:
+            self.runner = LocalStages([StageSolver(*a) for a in args])
+        self.elements = [torch.Size(s).numel() for s in stored]
+        self.full_elements = [torch.Size(s).numel() for s in full_shapes]
+        self.epoch, self.step_count, self.serial_opt = 0, 0, None
+        self._reset_epoch_counters()
+
+    def _reset_epoch_counters(self):
+        self.stage_seconds = torch.zeros(len(self.stages), dtype=torch.float64)
+        self.critical_seconds = 0.0  # Σ over steps of max_k (stage compute)
+        self.comm_bytes = self.comm_bytes_full = 0
+
+    @property
+    def beta(self) -> float:
+        return min(self.hp.beta_max, self.hp.beta * self.hp.beta_growth ** self.epoch)
+
+    def in_serial_phase(self) -> bool:
+        return self.epoch >= self.parallel_epochs
+
+    # -- one outer iteration ----------------------------------------------------------------------
+    def train_step(self, batch):
+        if self.in_serial_phase():
+            return self._serial_step(batch)
+        data = self.ctx.data
+        if not self.aux.initialised:
+            self.aux.initialise(self.stages, self.filters, data.fetch, len(data.train))
+        idx, beta = batch.index.cpu(), self.beta
+        lam, mu = self.aux.lam, self.aux.mu
+        tasks = [StageTask(inp=data.fetch(batch.index) if k == 0 else lam[k - 1][idx],
+                           target=lam[k][idx] if k < len(lam) else None,
+                           mu=mu[k][idx] if mu is not None and k < len(lam) else None,
+                           y=batch.y if k == len(lam) else None, beta=beta)
+                for k in range(len(self.stages))]
+        results = self.runner.run(tasks)
+        out = {"loss": results[-1].stats[0].float(), "correct": results[-1].stats[1]}
+        for k in range(len(lam)):
+            reduced, target = results[k].out, tasks[k].target
+            new_lam, new_mu = aux_update(target, tasks[k].mu, reduced, results[k + 1].grad_in, beta,
+                                         self.elements[k], self.hp.aux_step)
+            lam[k][idx] = new_lam
+            if mu is not None:
+                mu[k][idx] = new_mu
+            out[f"violation_b{k + 1}"] = (reduced - target).norm() / reduced.norm().clamp_min(1e-12)
+        self._account(tasks, results)
+        self.step_count += 1
+        return out
+
+    def _account(self, tasks, results):
+        seconds = torch.stack([r.stats[2] for r in results])
+        self.stage_seconds += seconds
+        self.critical_seconds += float(seconds.max())
+        batch = tasks[0].inp.shape[0]
+        per_sample = sum(2 * e for e in self.elements)  # λ_{k−1} and grad out to stage k+1; λ_k and D(F_k) with stage k
+        per_sample_full = sum(2 * e for e in self.full_elements)
+        if self.multipliers:
+            per_sample += sum(self.elements)
+            per_sample_full += sum(self.full_elements)
+        self.comm_bytes += 4 * batch * per_sample
+        self.comm_bytes_full += 4 * batch * per_sample_full
+
+    def _serial_step(self, batch):
+        if self.serial_opt is None:  # start of the serial correction
+            self.runner.pull(self.stages)
+            self.runner.close()
+            self.serial_opt = make_optimizer(self.model.parameters(), self.hp)
+            self.serial_start = self.step_count
+        for group in self.serial_opt.param_groups:
+            group["lr"] = self.hp.lr * lr_factor(self.hp, self.step_count - self.serial_start,
+                                                 self.serial_epochs * self.ctx.steps_per_epoch,
+                                                 self.ctx.steps_per_epoch)
+        self.model.train()
+        logits = self.model(batch.x)
+        loss = self.loss_fn(logits, batch.y)
+        self.serial_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.serial_opt.step()
+        self.step_count += 1
+        return self.step_stats(logits, batch.y, loss)
+
+    def end_epoch(self, epoch):
+        parallel = not self.in_serial_phase()
+        metrics = {"beta": self.beta, "serial_phase": float(not parallel), "aux_mb": self.aux.nbytes / 2**20}
+        if parallel:
+            self.runner.pull(self.stages)  # evaluation needs the current parameters here
+            comm_s = self.comm_bytes / (self.hp.link_gb_per_s * 1e9)
+            serial_s = float(self.stage_seconds.sum())
+            metrics |= {f"stage{k + 1}_seconds": float(s) for k, s in enumerate(self.stage_seconds)}
+            metrics |= {"comm_mb": self.comm_bytes / 2**20, "comm_mb_without_ds": self.comm_bytes_full / 2**20,
+                        "modelled_parallel_seconds": self.critical_seconds + comm_s,
+                        "modelled_speedup": serial_s / (self.critical_seconds + comm_s)}
+        self._reset_epoch_counters()
+        self.epoch = epoch + 1
+        return metrics
+
+    def close(self):
+        runner = getattr(self, "runner", None)
+        if runner is not None:
+            runner.close()
+
+
+class AugmentedLagrangian(Penalty):
+    name = "augmented-lagrangian"
+    summary = "layer-parallel training, augmented-Lagrangian auxiliary variables (+ SPH, DS filters)"
+    multipliers = True

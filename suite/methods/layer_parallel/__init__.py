@@ -5,7 +5,9 @@ See docs/layer-parallel.md for every reconstructed choice."""
 
 from __future__ import annotations
 
+from suite.methods.layer_parallel.mgrit_method import Mgrit
 from suite.methods.layer_parallel.penalty import AugmentedLagrangian, Penalty
 
 LAYER_PARALLEL_METHODS: dict = {}
 LAYER_PARALLEL_METHODS |= {Penalty.name: Penalty, AugmentedLagrangian.name: AugmentedLagrangian}
+LAYER_PARALLEL_METHODS |= {Mgrit.name: Mgrit}

@@ -1,0 +1,130 @@
+"""`mgrit`: layer-parallel training by multigrid in the layer dimension (Günther, Ruthotto,
+Schroder, Cyr, Gauger 2020, SIMODS; METHODS-BRIEF §2), as in TorchBraid. The solver and every
+algorithmic choice are in `mgrit.py`; docs/mgrit.md lists them with their sources.
+
+One training step: stem serially → each maximal run of ≥ 2 consecutive ODE-form blocks by
+`fwd_iters` MGRIT iterations → the other blocks and the head serially → cross-entropy → backward,
+in which autograd meets each run's MGRIT adjoint (`bwd_iters` iterations at the inexact forward
+states) → optimiser step. Choices and their standing:
+
+* the "simultaneous"/one-shot variant with inexact gradients is the default, fwd_iters = 2,
+  bwd_iters = 1, cfactor 4, 3 levels: TorchBraid's MNIST example [C]; the paper's own iteration
+  counts, N and levels are [NF]. `tol` > 0 gives the "layer-parallel gradient" variant (solves to
+  a relative residual, at most `max_iters` iterations) [R: the paper's tolerances NF].
+* F-relaxation on the finest level, FCF on coarser ones (nrelax0 = 0, nrelax = 1) [C].
+* initial guess: the run's input copied to every point, for the state and (the output gradient)
+  for the adjoint; no warm start across steps, since every batch differs [R].
+* optimiser: SGD/Adam with the same recipe and defaults as `bp`, so the two differ only in how the
+  gradient is computed; the paper used full-batch L-BFGS with line search, TorchBraid's example
+  SGD lr 0.01, momentum 0.9 [C] — set those through the hparams when reproducing it.
+* no Tikhonov or ddt (smoothness-in-layer) regularisation terms: weight decay only [R: the
+  authors' code has both, with weights ≈ 1e-7..1e-5 [C]].
+* predict() is the exact serial forward (the Method default).
+* the layer chunks run in this one process, one after another; speedups are *modelled* (critical
+  path of layer evaluations with P workers, no communication), not measured.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from suite.methods.base import Method
+from suite.methods.layer_parallel.mgrit import Iterations, MgritConfig, RunTrace, mgrit_run
+from suite.methods.optim import OptimHParams, make_optimizer, make_scheduler
+from suite.params import param
+
+
+@dataclass(frozen=True)
+class MgritHParams(OptimHParams):
+    cfactor: int = param(4, "coarsening factor c between MGRIT levels [C: TorchBraid example]", low=2)
+    max_levels: int = param(3, "most MGRIT levels (1 = the serial forward and backward exactly) [C]", low=1)
+    fwd_iters: int = param(2, "MGRIT iterations for the forward states per step (when tol = 0) [C]", low=1)
+    bwd_iters: int = param(1, "MGRIT iterations for the adjoint per step (when tol = 0) [C]", low=1)
+    tol: float = param(0.0, "0: fixed iteration counts (one-shot, inexact gradient); > 0: iterate each solve "
+                       "until ‖r_k‖ ≤ tol·‖r_0‖ [R]", low=0.0)
+    max_iters: int = param(50, "cap on iterations per solve when tol > 0", low=1)
+
+
+class Mgrit(Method):
+    name = "mgrit"
+    HParams = MgritHParams
+    summary = "layer-parallel training: MGRIT forward and adjoint through ODE-form residual runs"
+    source = "Günther et al. 2020 (SIMODS, arXiv 1812.04352); TorchBraid defaults; see docs/mgrit.md"
+
+    def check(self, model, data):
+        if not model.ode_runs():
+            name = model.name or type(model).__name__
+            return f"mgrit needs runs of ≥ 2 consecutive ODE-form residual blocks (odenet); {name} has none"
+        return None
+
+    def setup(self, model, ctx):
+        super().setup(model, ctx)
+        self.opt = make_optimizer(model.parameters(), self.hp)
+        self.sched = make_scheduler(self.opt, self.hp, ctx.total_steps, ctx.steps_per_epoch)
+        self.config = MgritConfig(cfactor=self.hp.cfactor, max_levels=self.hp.max_levels)
+        self.fwd = Iterations(self.hp.fwd_iters, self.hp.tol, self.hp.max_iters)
+        self.bwd = Iterations(self.hp.bwd_iters, self.hp.tol, self.hp.max_iters)
+        self.run_starts = {run[0]: run for run in model.ode_runs()}
+        longest = max(len(run) for run in self.run_starts.values())
+        self.default_workers = max(1, longest // self.hp.cfactor)  # one per finest coarse interval
+        self.workers_modelled = sorted({self.default_workers} | {2 ** k for k in range(longest.bit_length())})
+        self._reset_cost()
+
+    def _reset_cost(self):
+        self.cost = dict.fromkeys(self.workers_modelled, 0)
+        self.serial_cost = 0
+
+    def forward_with_mgrit(self, x: torch.Tensor, traces: list[RunTrace]) -> torch.Tensor:
+        blocks, i = self.model.blocks, 0
+        x = self.model.stem(x)
+        while i < len(blocks):
+            run = self.run_starts.get(i)
+            if run is None:
+                x, i = blocks[i](x), i + 1
+                continue
+            traces.append(RunTrace())
+            x = mgrit_run([blocks[j] for j in run], x, self.config, self.fwd, self.bwd, traces[-1])
+            i = run[-1] + 1
+        return self.model.head(x)
+
+    def train_step(self, batch):
+        self.model.train()
+        traces: list[RunTrace] = []
+        logits = self.forward_with_mgrit(batch.x, traces)
+        loss = self.loss_fn(logits, batch.y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.sched.step()
+        return self.step_stats(logits, batch.y, loss) | self._diagnostics(traces)
+
+    def _diagnostics(self, traces: list[RunTrace]) -> dict[str, torch.Tensor]:
+        """Last-iteration residual norms (all runs together) and iteration counts of this step; the
+        harness logs their epoch means."""
+        out = {
+            "mgrit_fwd_residual": _combined([t.forward.residuals[-1] for t in traces]),
+            "mgrit_adj_residual": _combined([t.adjoint.residuals[-1] for t in traces]),
+            "mgrit_fwd_iters": torch.tensor(float(max(t.forward.iterations for t in traces))),
+            "mgrit_adj_iters": torch.tensor(float(max(t.adjoint.iterations for t in traces))),
+        }
+        for p in self.cost:
+            self.cost[p] += sum(t.modelled_cost(p) for t in traces)
+        self.serial_cost += sum(t.serial_cost for t in traces)
+        return out
+
+    def end_epoch(self, epoch):
+        """Modelled speedup of the runs' forward + backward over layer-serial BP, with P workers
+        (powers of two and the default P = N/c), for this epoch's steps."""
+        metrics = {}
+        if self.serial_cost:
+            metrics = {f"modelled_speedup_p{p}": self.serial_cost / cost for p, cost in self.cost.items()}
+            metrics |= {"modelled_speedup": metrics[f"modelled_speedup_p{self.default_workers}"],
+                        "modelled_workers": float(self.default_workers)}
+        self._reset_cost()
+        return metrics
+
+
+def _combined(norms: list[torch.Tensor]) -> torch.Tensor:
+    return torch.stack(norms).pow(2).sum().sqrt().float()

@@ -1,0 +1,184 @@
+"""`mgrit`: the MGRIT solver against the serial forward and autograd's backprop, its known finite
+convergence (two-level MGRIT is exact after N/c iterations with F-relaxation, N/(2c) with FCF),
+the modelled cost, and the method against `bp`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from suite.methods import METHODS
+from suite.methods.layer_parallel.mgrit import (
+    Iterations,
+    MgritConfig,
+    MgritSolver,
+    Phase,
+    RunTrace,
+    critical_path,
+    euler_step,
+    mgrit_run,
+)
+from suite.methods.layer_parallel.mgrit_method import MgritHParams
+from suite.models import build_model
+from suite.models.odenet import EulerStep
+from tests.conftest import make_context, random_bundle
+
+CONVERGED = Iterations(tol=1e-13, max_iters=50)
+
+
+def ode_run(n: int, width: int = 3, seed: int = 0, dtype=torch.float64):
+    """n TorchBraid-style Euler steps with horizon 4 (larger steps than odenet's T = 1, so the
+    coarse propagators are visibly inexact) and an input batch."""
+    torch.manual_seed(seed)
+    blocks = [EulerStep(width, 4.0 / n).to(dtype) for _ in range(n)]
+    return blocks, torch.randn(2, width, 5, 5, dtype=dtype)
+
+
+def serial_states(blocks, u0):
+    states = [u0]
+    with torch.no_grad():
+        for block in blocks:
+            states.append(block(states[-1]))
+    return states
+
+
+def solve(blocks, u0, config, until):
+    with torch.no_grad():
+        return MgritSolver(euler_step(blocks), list(range(len(blocks) + 1)), config).solve(u0, until)
+
+
+def max_relative_error(values, reference):
+    return max(float((v - r).norm() / r.norm()) for v, r in zip(values, reference))
+
+
+@pytest.mark.parametrize("n,cfactor,levels", [(16, 2, 2), (16, 2, 3), (16, 4, 2), (16, 4, 3), (10, 4, 2), (10, 3, 3)])
+def test_converged_mgrit_reproduces_the_serial_forward(n, cfactor, levels):
+    blocks, u0 = ode_run(n)
+    states, trace = solve(blocks, u0, MgritConfig(cfactor, levels), CONVERGED)
+    assert max_relative_error(states, serial_states(blocks, u0)) <= 1e-5
+    assert trace.iterations < 50 and trace.residuals[-1] <= 1e-13 * trace.residuals[0]
+
+
+def test_one_level_is_the_serial_forward_bitwise():
+    blocks, u0 = ode_run(8, dtype=torch.float32)
+    states, trace = solve(blocks, u0, MgritConfig(4, max_levels=1), Iterations(iters=3))
+    assert all(torch.equal(s, r) for s, r in zip(states, serial_states(blocks, u0)))
+    assert trace.phases == [Phase(1, 8)]  # one chain of N steps: nothing parallel
+
+
+@pytest.mark.parametrize("nrelax_fine,exact_after", [(0, 4), (1, 2)])
+def test_two_level_mgrit_is_exact_after_n_over_c_f_or_n_over_2c_fcf_iterations(nrelax_fine, exact_after):
+    """Each F-relaxed two-level iteration makes one more coarse interval exact (FCF: two), so with
+    N/c = 4 coarse intervals the residual vanishes at iteration 4 (FCF: 2) and not before."""
+    blocks, u0 = ode_run(16)
+    _, trace = solve(blocks, u0, MgritConfig(4, 2, nrelax_fine=nrelax_fine), Iterations(iters=exact_after))
+    relative = [float(r / trace.residuals[0]) for r in trace.residuals]
+    assert relative[exact_after] < 1e-13 and relative[exact_after - 1] > 1e-6
+    assert all(b < a for a, b in zip(relative, relative[1:]))  # monotone decrease
+
+
+def test_modelled_cost_of_a_two_level_iteration():
+    """N = 16, c = 4, 2 levels, one F-relaxed iteration: F-relax (4 chains × 3), residual (4 × 1),
+    then FAS right-hand side (4 × 1), coarse serial solve (1 × 4), F-relax, residual."""
+    blocks, u0 = ode_run(16)
+    _, trace = solve(blocks, u0, MgritConfig(4, 2), Iterations(iters=1))
+    assert trace.phases == [Phase(4, 3), Phase(4, 1), Phase(4, 1), Phase(1, 4), Phase(4, 3), Phase(4, 1)]
+    assert critical_path(trace.phases, workers=4) == 3 + 1 + 1 + 4 + 3 + 1
+    assert critical_path(trace.phases, workers=1) == 12 + 4 + 4 + 4 + 12 + 4
+
+
+def serial_gradients(blocks, u0, weight):
+    x = u0.clone().requires_grad_()
+    out = x
+    for block in blocks:
+        out = block(out)
+    params = [p for b in blocks for p in b.parameters()]
+    return torch.autograd.grad((out * weight).sum(), [x, *params])
+
+
+@pytest.mark.parametrize("n,cfactor,levels", [(16, 2, 3), (16, 4, 2), (10, 3, 3)])
+def test_converged_adjoint_gives_the_backprop_gradients(n, cfactor, levels):
+    blocks, u0 = ode_run(n)
+    weight = torch.randn_like(u0)
+    expected = serial_gradients(blocks, u0, weight)
+    x = u0.clone().requires_grad_()
+    trace = RunTrace()
+    out = mgrit_run(blocks, x, MgritConfig(cfactor, levels), CONVERGED, CONVERGED, trace)
+    params = [p for b in blocks for p in b.parameters()]
+    got = torch.autograd.grad((out * weight).sum(), [x, *params])
+    assert max_relative_error(got, expected) <= 1e-4
+    assert trace.adjoint.residuals[-1] <= 1e-13 * trace.adjoint.residuals[0] and trace.adjoint.iterations > 1
+
+
+def test_one_shot_gradient_is_inexact_but_close():
+    """The default (2 forward, 1 adjoint iteration, 3 levels) is not the BP gradient, yet near it."""
+    blocks, u0 = ode_run(16)
+    weight = torch.randn_like(u0)
+    expected = serial_gradients(blocks, u0, weight)
+    x = u0.clone().requires_grad_()
+    out = mgrit_run(blocks, x, MgritConfig(4, 3), Iterations(2), Iterations(1))
+    got = torch.autograd.grad((out * weight).sum(), [x, *[p for b in blocks for p in b.parameters()]])
+    assert 1e-8 < max_relative_error(got, expected) < 0.5
+
+
+def train(method_name, hparams, steps, data, init_state):
+    """`steps` steps on one batch; the model, the method and each step's outputs."""
+    model = build_model("odenet:8-4", data.input_shape, data.num_classes)
+    model.load_state_dict(init_state)
+    method = METHODS[method_name](hparams)
+    method.setup(model, make_context(data))
+    batch = next(iter(data.train_batches(0, 0)))
+    return model, method, [method.train_step(batch) for _ in range(steps)]
+
+
+def test_mgrit_lowers_the_training_loss_like_bp_and_reports_diagnostics():
+    data = random_bundle(n_train=32, batch_size=16)
+    torch.manual_seed(0)
+    init = build_model("odenet:8-4", data.input_shape, data.num_classes).state_dict()
+    common = {"lr": 0.3, "weight_decay": 0.0}
+    hp = MgritHParams(**common, cfactor=2)  # 3 levels on 8 steps, 2 + 1 iterations: inexact
+    _, method, outs = train("mgrit", hp, 10, data, init)
+    _, _, bp_outs = train("bp", METHODS["bp"].HParams(**common), 10, data, init)
+    losses, bp_losses = [float(o["loss"]) for o in outs], [float(o["loss"]) for o in bp_outs]
+    assert losses[-1] < losses[0] - 0.05
+    assert max(abs(a - b) for a, b in zip(losses, bp_losses)) < 1e-2
+    assert all(o["mgrit_fwd_iters"] == 2 and o["mgrit_adj_iters"] == 1 for o in outs)
+    assert all(o["mgrit_fwd_residual"] > 0 and o["mgrit_adj_residual"] > 0 for o in outs)
+    metrics = method.end_epoch(0)
+    assert metrics["modelled_workers"] == 4 and metrics["modelled_speedup"] == metrics["modelled_speedup_p4"]
+    assert 0 < metrics["modelled_speedup_p1"] < metrics["modelled_speedup_p2"] < metrics["modelled_speedup_p4"]
+
+
+def test_converged_mgrit_step_equals_a_bp_step():
+    data = random_bundle(n_train=32, batch_size=16)
+    torch.manual_seed(0)
+    init = build_model("odenet:8-4", data.input_shape, data.num_classes).state_dict()
+    common = {"lr": 0.1, "momentum": 0.0, "weight_decay": 1e-4}
+    bp_model, _, _ = train("bp", METHODS["bp"].HParams(**common), 1, data, init)
+    exact = MgritHParams(**common, cfactor=2, max_levels=3, fwd_iters=8, bwd_iters=8)  # ≥ N/c: exact
+    mg_model, _, _ = train("mgrit", exact, 1, data, init)
+    with torch.no_grad():
+        for (name, p), q in zip(bp_model.named_parameters(), mg_model.parameters()):
+            bp_update, mgrit_update = p - init[name], q - init[name]
+            assert bp_update.abs().max() > 0, f"{name} did not move"
+            assert float((mgrit_update - bp_update).norm() / bp_update.norm()) <= 1e-5, name
+
+
+@pytest.mark.parametrize("model_name", ["resnet20", "mlp"])
+def test_check_skips_models_without_ode_runs(model_name):
+    data = random_bundle(n_train=16)
+    model = build_model(model_name, data.input_shape, data.num_classes)
+    reason = METHODS["mgrit"]().check(model, data)
+    assert reason and "ODE-form" in reason and model_name in reason
+
+
+def test_harness_runs_and_logs_mgrit_on_mnist(tracker, mnist_root):
+    from suite.config import Cell
+    from suite.harness import run_cell
+    cell = Cell("mgrit", "odenet:4-4", "mnist", 0, "smoke").with_overrides(
+        epochs=1, train_subset=64, test_subset=32, batch_size=32)
+    result = run_cell(cell, tracker)
+    assert result.status == "finished", result.reason
+    metrics = tracker.client.get_run(result.run_id).data.metrics
+    for key in ("mgrit_fwd_residual", "mgrit_adj_residual", "modelled_speedup", "test_acc"):
+        assert key in metrics

@@ -15,7 +15,12 @@ from suite.errors import UsageError
 from suite.methods import METHODS
 from suite.methods.layer_parallel.aux_vars import aux_update
 from suite.methods.layer_parallel.stage_solver import StageSolver, StageTask
-from suite.methods.layer_parallel.stages import BoundaryFilter, split_stages, stage_bounds
+from suite.methods.layer_parallel.stages import (
+    BoundaryFilter,
+    measure_costs,
+    split_stages,
+    stage_bounds,
+)
 from suite.models import build_model
 from suite.models.staged import SequentialBlock, StagedModel
 from tests.conftest import make_context, random_bundle
@@ -26,6 +31,18 @@ def test_stage_bounds_balance_blocks_and_reject_more_stages_than_blocks():
     assert stage_bounds(2, 2) == [(0, 1), (1, 2)]
     with pytest.raises(UsageError, match="stages=5 is invalid for a model with 4 blocks"):
         stage_bounds(4, 5)
+
+
+def test_time_balanced_cut_minimises_the_slowest_stage():
+    # stem 3, four blocks of 2, head 0: cutting after block 1 gives stages of 5 and 6 (max 6);
+    # the equal-count cut gives 7 and 4
+    assert stage_bounds(4, 2, [3, 2, 2, 2, 2, 0]) == [(0, 1), (1, 4)]
+    assert stage_bounds(6, 3, [0, 1, 1, 1, 1, 1, 1, 0]) == [(0, 2), (2, 4), (4, 6)]
+    assert stage_bounds(5, 3, [0, 1, 1, 1, 5, 1, 0]) == [(0, 3), (3, 4), (4, 5)]
+    model = build_model("odenet:4-4", (1, 28, 28), 10)
+    costs = measure_costs(model, (1, 28, 28), batch=4, repeats=1)
+    assert len(costs) == 6 and min(costs) > 0
+    assert all(p.grad is None for p in model.parameters())
 
 
 def test_split_stages_share_parameters_and_compose_to_the_model():

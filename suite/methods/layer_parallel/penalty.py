@@ -37,6 +37,7 @@ from suite.methods.layer_parallel.stage_solver import StageSolver, StageTask
 from suite.methods.layer_parallel.stages import (
     BoundaryFilter,
     boundary_shapes,
+    measure_costs,
     split_stages,
     stage_bounds,
 )
@@ -54,6 +55,8 @@ class PenaltyHParams(OptimHParams):
                             "minimiser when no downstream term) [R]", low=0.0, low_open=True, high=1.0)
     serial_share: float = param(0.25, "SPH: fraction of the epochs (at the end) trained serially end to end "
                                 "by BP on augmented data; 0 = pure layer-parallel [R: NF]", low=0.0, high=1.0)
+    balance: str = param("blocks", "stage cut: equal block counts, or the cut that balances the measured "
+                         "forward+backward time of each part (machine-dependent) [R]", choices=("blocks", "time"))
     ds_stride: int = param(1, "DS filter: store and send auxiliary variables average-pooled with this stride "
                            "(1 = off) [R: exact filter NF]", low=1)
     distributed: bool = param(False, "run the K stages in K worker processes (torch.distributed, gloo) "
@@ -81,7 +84,8 @@ class Penalty(Method):
         super().setup(model, ctx)
         if ctx.data.device.type != "cpu" and self.hp.distributed:
             raise UsageError("distributed stages are implemented for CPU (gloo); run on CPU or set distributed=false")
-        self.stages = split_stages(model, self.hp.stages)
+        costs = measure_costs(model, ctx.data.input_shape) if self.hp.balance == "time" else None
+        self.stages = split_stages(model, self.hp.stages, costs)
         full_shapes = boundary_shapes(self.stages, ctx.data.input_shape, ctx.device)
         self.filters = [BoundaryFilter(self.hp.ds_stride, s) for s in full_shapes]
         stored = [f.stored_shape for f in self.filters]

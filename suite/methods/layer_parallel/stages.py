@@ -1,12 +1,16 @@
 """Cutting a StagedModel into K stages, and the downsampling (DS) filter on stage boundaries.
 
 Stage k is a contiguous run of blocks; the stem joins stage 1 and the head joins stage K
-(METHODS-BRIEF §1). The paper's cut points are not available [NF]: we balance the number of
-blocks per stage (the first stages take the extra blocks), which balances compute for runs of
-equal blocks, and say so in the docs.
+(METHODS-BRIEF §1). The paper's cut points are not available [NF]. Two rules [R]:
+`balance=blocks` (default, deterministic) gives every stage the same number of blocks (the first
+stages take the extra ones); `balance=time` measures one forward+backward of the stem, each block
+and the head on a probe batch and cuts where the slowest stage is fastest (as pipeline
+partitioners do) — the better split on real hardware, but it depends on the machine.
 """
 
 from __future__ import annotations
+
+import time
 
 import torch
 import torch.nn.functional as F
@@ -16,11 +20,14 @@ from suite.errors import UsageError
 from suite.models import StagedModel
 
 
-def stage_bounds(n_blocks: int, n_stages: int) -> list[tuple[int, int]]:
-    """[(start, stop)) block ranges of each stage, as equal as possible."""
+def stage_bounds(n_blocks: int, n_stages: int, costs: list[float] | None = None) -> list[tuple[int, int]]:
+    """[(start, stop)) block ranges of each stage: equal block counts, or, given `costs` (stem,
+    blocks..., head), the contiguous cut that minimises the most expensive stage."""
     if not 2 <= n_stages <= n_blocks:
         raise UsageError(f"stages={n_stages} is invalid for a model with {n_blocks} blocks: "
                          f"choose 2 ≤ stages ≤ {n_blocks}")
+    if costs is not None:
+        return _min_max_cut(costs, n_stages)
     base, extra = divmod(n_blocks, n_stages)
     bounds, start = [], 0
     for k in range(n_stages):
@@ -30,9 +37,65 @@ def stage_bounds(n_blocks: int, n_stages: int) -> list[tuple[int, int]]:
     return bounds
 
 
-def split_stages(model: StagedModel, n_stages: int) -> list[nn.Sequential]:
+def _min_max_cut(costs: list[float], n_stages: int) -> list[tuple[int, int]]:
+    """Dynamic programme over cut points; stem cost goes to stage 1, head cost to stage K."""
+    stem, blocks, head = costs[0], costs[1:-1], costs[-1]
+    n = len(blocks)
+    prefix = [0.0]
+    for c in blocks:
+        prefix.append(prefix[-1] + c)
+
+    def cost(k: int, start: int, stop: int) -> float:
+        return prefix[stop] - prefix[start] + (stem if k == 0 else 0) + (head if k == n_stages - 1 else 0)
+
+    # best[k][j]: the smallest possible max stage cost when stages 0..k cover blocks [0, j)
+    inf = float("inf")
+    best = [[inf] * (n + 1) for _ in range(n_stages)]
+    cut = [[0] * (n + 1) for _ in range(n_stages)]
+    for j in range(1, n + 1):
+        best[0][j] = cost(0, 0, j)
+    for k in range(1, n_stages):
+        for j in range(k + 1, n + 1):
+            for i in range(k, j):
+                value = max(best[k - 1][i], cost(k, i, j))
+                if value < best[k][j]:
+                    best[k][j], cut[k][j] = value, i
+    bounds, stop = [], n
+    for k in range(n_stages - 1, 0, -1):
+        start = cut[k][stop]
+        bounds.append((start, stop))
+        stop = start
+    return [(0, stop)] + bounds[::-1]
+
+
+def measure_costs(model: StagedModel, in_shape: tuple[int, ...], batch: int = 32, repeats: int = 3) -> list[float]:
+    """Seconds of one forward+backward of the stem, each block and the head, on a random probe batch
+    (best of `repeats`). Parameters receive gradients and are cleared afterwards; BatchNorm
+    running statistics are restored."""
+    parts = [model.stem, *model.blocks, model.head]
+    saved = {k: b.clone() for k, b in model.named_buffers()}
+    device = next(model.parameters()).device
+    x, costs = torch.randn(batch, *in_shape, device=device), []
+    for k, part in enumerate(parts):
+        inp = x.detach().requires_grad_(k > 0)
+        best = float("inf")
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            out = part(inp)
+            out.float().square().mean().backward()
+            best = min(best, time.perf_counter() - t0)
+        costs.append(best)
+        x = out.detach()
+    model.zero_grad(set_to_none=True)
+    with torch.no_grad():
+        for k, b in model.named_buffers():
+            b.copy_(saved[k])
+    return costs
+
+
+def split_stages(model: StagedModel, n_stages: int, costs: list[float] | None = None) -> list[nn.Sequential]:
     """Stage modules that share their parameters with `model` (no copies)."""
-    bounds = stage_bounds(len(model.blocks), n_stages)
+    bounds = stage_bounds(len(model.blocks), n_stages, costs)
     stages = []
     for k, (start, stop) in enumerate(bounds):
         parts = ([model.stem] if k == 0 else []) + list(model.blocks[start:stop])

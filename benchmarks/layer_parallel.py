@@ -1,0 +1,77 @@
+"""Throughput of the layer-parallel phase (issue: layer-parallel training, `penalty`).
+
+The parallel phase of `penalty` on ResNet-20 (3×32×32, batch 128, K = 2 stages) in two placements
+of the same mathematics: both stages in one process one after the other (`distributed=false`, one
+intra-op thread) vs one worker process per stage (`distributed=true`, one thread each), timed
+side by side, interleaved. Target: 2 processes ≥ 1.6× the images/s of 1 process on 2 cores.
+Also prints the per-stage compute split and the modelled K-device speedup the method logs.
+
+`python -m benchmarks.layer_parallel [--model resnet20] [--stages 2] [--steps 10]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+from benchmarks.common import report_ratio, time_interleaved
+from benchmarks.local import bundle
+from suite.methods import Context
+from suite.methods.layer_parallel.penalty import Penalty, PenaltyHParams
+from suite.models import build_model
+
+
+def setup(data, model_name: str, stages: int, distributed: bool) -> Penalty:
+    torch.manual_seed(0)
+    model = build_model(model_name, (3, 32, 32), 10)
+    method = Penalty(PenaltyHParams(stages=stages, serial_share=0.0, distributed=distributed, worker_threads=1,
+                                    balance="time"))
+    method.setup(model, Context.for_data(data, epochs=100))
+    return method
+
+
+def main(model_name: str = "resnet20", stages: int = 2, steps: int = 10, batch: int = 128) -> None:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the one-process placement gets one core, as each worker does
+    try:
+        data = bundle(steps, batch, torch.device("cpu"))
+        data.channels_last = False  # the stages' tensors travel as plain contiguous buffers
+        methods = {"1 process": setup(data, model_name, stages, False),
+                   f"{stages} processes": setup(data, model_name, stages, True)}
+        batches = list(data.train_batches(0, 0))
+
+        def epoch(method):
+            def fn():
+                for b in batches:
+                    method.train_step(b)
+            return fn
+
+        t = time_interleaved({k: epoch(m) for k, m in methods.items()}, repeats=3, warmup=1)
+        images = steps * batch
+        for name, seconds in t.items():
+            print(f"  {name:>12s}: {images / seconds:7.1f} images/s ({seconds:.2f} s for {steps} steps)")
+        for name, m in methods.items():
+            print(f"  {name:>12s}: parts per stage (stem/blocks/head) {[len(s) for s in m.stages]}")
+        split = methods["1 process"].stage_seconds
+        print("  stage compute share (1 process): " + ", ".join(f"{float(s / split.sum()):.2f}" for s in split))
+        modelled = methods["1 process"].end_epoch(0)["modelled_speedup"]
+        print(f"  modelled speedup on {stages} devices (max over stages + communication at "
+              f"{methods['1 process'].hp.link_gb_per_s} GB/s): {modelled:.2f} [modelled]")
+        ratio = t["1 process"] / t[f"{stages} processes"]
+        report_ratio(f"penalty parallel phase: {stages} processes / 1 process throughput ({model_name})",
+                     ratio, ">= 1.6", ratio >= 1.6)
+        for m in methods.values():
+            m.close()
+    finally:
+        torch.set_num_threads(threads)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="resnet20")
+    parser.add_argument("--stages", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--batch", type=int, default=128)
+    args = parser.parse_args()
+    main(args.model, args.stages, args.steps, args.batch)

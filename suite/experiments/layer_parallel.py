@@ -8,7 +8,7 @@ variant), the SPH ablation (accuracy vs serial share) and the communication volu
 without DS.
 
 Grids. `paper`: ResNet-56 and WRN-16-4 on CIFAR-10/100, K = 4 stages. `quick`: ResNet-20 on
-MNIST (3000 training samples, 4 epochs, K = 2): every method variant in one process, plus the
+MNIST (1500 training samples, 4 epochs, K = 2): every method variant in one process, plus the
 pure parallel phase of both methods in 2 worker processes for the measured speedup. `smoke`: the
 same on odenet:4-4.
 
@@ -38,7 +38,7 @@ SHORT = {"penalty": "penalty", "augmented-lagrangian": "AL"}
 # (model, dataset, settings shared by every cell, layer-parallel settings)
 SETTINGS = {
     "paper": [(m, d, {}, {"stages": 4}) for m in ("resnet56", "wrn16-4") for d in ("cifar10", "cifar100")],
-    "quick": [("resnet20", "mnist", {"epochs": 4, "train_subset": 3000, "test_subset": 1000}, {})],
+    "quick": [("resnet20", "mnist", {"epochs": 4, "train_subset": 1500, "test_subset": 500}, {})],
     "smoke": [("odenet:4-4", "mnist", {"epochs": 2}, {})],
 }
 SERIAL_SHARES = {"paper": (0.0, 0.25, 0.5), "quick": (0.0, 0.25, 0.5), "smoke": (0.0, 0.5)}

@@ -182,3 +182,22 @@ def test_harness_runs_and_logs_mgrit_on_mnist(tracker, mnist_root):
     metrics = tracker.client.get_run(result.run_id).data.metrics
     for key in ("mgrit_fwd_residual", "mgrit_adj_residual", "modelled_speedup", "test_acc"):
         assert key in metrics
+
+
+def test_convergence_probe_logs_falling_residuals_and_leaves_the_gradients_alone():
+    """The end-of-epoch probe on a 2-level config (N = 8, c = 4, F-relaxation): relative residuals
+    fall each iteration and reach ≤ 1e-6 by iteration N/c = 2 for both solves; no .grad is written."""
+    data = random_bundle(n_train=32, n_test=32, batch_size=16)
+    model = build_model("odenet:8-4-fc", data.input_shape, data.num_classes)
+    method = METHODS["mgrit"](MgritHParams(cfactor=4, max_levels=2, probe_iters=4, probe_samples=16))
+    method.setup(model, make_context(data))
+    metrics = method.end_epoch(0)
+    assert all(p.grad is None for p in model.parameters())
+    for solve in ("fwd", "adj"):
+        rel = [metrics[f"mgrit_probe_{solve}_rel_it{k}"] for k in range(1, 5)]
+        assert metrics[f"mgrit_probe_{solve}_res0"] > 0
+        assert 1e-6 < rel[0] < 1 and rel[1] <= 1e-6, (solve, rel)
+    assert metrics["mgrit_probe_seconds"] > 0
+    off = METHODS["mgrit"](MgritHParams(probe_iters=0))
+    off.setup(build_model("odenet:8-4", data.input_shape, data.num_classes), make_context(data))
+    assert not any(k.startswith("mgrit_probe") for k in off.end_epoch(0))

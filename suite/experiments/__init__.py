@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from suite.experiments import gradient_sparsity, layer_parallel, local_schedules, summary
+from suite.experiments import gradient_sparsity, layer_parallel, local_schedules, mgrit, summary
 from suite.experiments.base import Experiment, cross
 from suite.experiments.feedback_family import FEEDBACK_EXPERIMENTS
 
@@ -12,6 +12,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     gradient_sparsity.EXPERIMENT.name: gradient_sparsity.EXPERIMENT,
     local_schedules.EXPERIMENT.name: local_schedules.EXPERIMENT,
     layer_parallel.EXPERIMENT.name: layer_parallel.EXPERIMENT,
+    mgrit.EXPERIMENT.name: mgrit.EXPERIMENT,
 }
 
 __all__ = ["EXPERIMENTS", "Experiment", "cross"]

@@ -9,9 +9,9 @@ from suite.experiments.base import Experiment, cross
 from suite.report.compare import TARGET_NOTE, compare_to_bp
 
 GRIDS = {
-    "smoke": (["mlp", "cnn", "resnet20", "odenet"], ["mnist"]),
-    "quick": (["mlp", "cnn", "resnet20", "odenet"], ["mnist"]),
-    "paper": (["resnet20", "resnet56", "resnet18", "wrn16-4", "odenet:64-16"], ["cifar10", "cifar100"]),
+    "smoke": (["mlp", "cnn", "resnet20", "odenet:8-4-fc"], ["mnist"]),
+    "quick": (["mlp", "cnn", "resnet20", "odenet:8-8-fc"], ["mnist"]),
+    "paper": (["resnet20", "resnet56", "resnet18", "wrn16-4", "odenet:64-16-fc"], ["cifar10", "cifar100"]),
 }
 
 

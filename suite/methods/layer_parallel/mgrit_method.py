@@ -22,15 +22,22 @@ states) → optimiser step. Choices and their standing:
 * predict() is the exact serial forward (the Method default).
 * the layer chunks run in this one process, one after another; speedups are *modelled* (critical
   path of layer evaluations with P workers, no communication), not measured.
+* convergence probe [R]: at the end of each epoch, `probe_iters` forward and adjoint MGRIT
+  iterations on a fixed batch (validation split, else test) at the current weights, logged as
+  the relative residual per iteration (the paper's residual-vs-iteration figure). It changes no
+  weight or gradient; its seconds are logged (`mgrit_probe_seconds`) so a report can take them off
+  the epoch time, since `end_epoch` is on the harness's clock.
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
 
 from suite.methods.base import Method
+from suite.methods.feedback.alignment import fixed_batch
 from suite.methods.layer_parallel.mgrit import Iterations, MgritConfig, RunTrace, mgrit_run
 from suite.methods.optim import OptimHParams, make_optimizer, make_scheduler
 from suite.params import param
@@ -45,6 +52,9 @@ class MgritHParams(OptimHParams):
     tol: float = param(0.0, "0: fixed iteration counts (one-shot, inexact gradient); > 0: iterate each solve "
                        "until ‖r_k‖ ≤ tol·‖r_0‖ [R]", low=0.0)
     max_iters: int = param(50, "cap on iterations per solve when tol > 0", low=1)
+    probe_iters: int = param(8, "end-of-epoch convergence probe: MGRIT iterations of the forward and adjoint "
+                             "solves on a fixed batch (diagnostic only; 0 = off) [R]", low=0)
+    probe_samples: int = param(64, "samples in the probe's fixed batch (validation split, else test)", low=1)
 
 
 class Mgrit(Method):
@@ -70,6 +80,7 @@ class Mgrit(Method):
         longest = max(len(run) for run in self.run_starts.values())
         self.default_workers = max(1, longest // self.hp.cfactor)  # one per finest coarse interval
         self.workers_modelled = sorted({self.default_workers} | {2 ** k for k in range(longest.bit_length())})
+        self.probe_batch = fixed_batch(ctx.data, self.hp.probe_samples) if self.hp.probe_iters else None
         self._reset_cost()
 
     def _reset_cost(self):
@@ -77,17 +88,19 @@ class Mgrit(Method):
         self.serial_cost = 0
 
     def forward_with_mgrit(self, x: torch.Tensor, traces: list[RunTrace]) -> torch.Tensor:
+        return self.model.head(self._blocks(self.model.stem(x), traces, self.fwd, self.bwd))
+
+    def _blocks(self, x: torch.Tensor, traces: list[RunTrace], fwd: Iterations, bwd: Iterations) -> torch.Tensor:
         blocks, i = self.model.blocks, 0
-        x = self.model.stem(x)
         while i < len(blocks):
             run = self.run_starts.get(i)
             if run is None:
                 x, i = blocks[i](x), i + 1
                 continue
             traces.append(RunTrace())
-            x = mgrit_run([blocks[j] for j in run], x, self.config, self.fwd, self.bwd, traces[-1])
+            x = mgrit_run([blocks[j] for j in run], x, self.config, fwd, bwd, traces[-1])
             i = run[-1] + 1
-        return self.model.head(x)
+        return x
 
     def train_step(self, batch):
         self.model.train()
@@ -114,15 +127,45 @@ class Mgrit(Method):
         self.serial_cost += sum(t.serial_cost for t in traces)
         return out
 
+    def probe(self) -> dict[str, float]:
+        """Residual history of `probe_iters` forward and adjoint iterations on the fixed batch at the
+        current weights: ‖r_k‖/‖r_0‖ per iteration k ≥ 1 (all runs together) and ‖r_0‖. Eval mode,
+        and autograd.grad to the stem's output only, so no parameter's .grad is touched."""
+        x, y = self.probe_batch
+        until = Iterations(self.hp.probe_iters)
+        traces: list[RunTrace] = []
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                start = self.model.stem(x)
+            start.requires_grad_()
+            loss = self.loss_fn(self.model.head(self._blocks(start, traces, until, until)), y)
+            torch.autograd.grad(loss, start)  # runs each run's adjoint solve
+        finally:
+            self.model.train(was_training)
+        out = {}
+        for solve in ("fwd", "adj"):
+            history = [getattr(t, "forward" if solve == "fwd" else "adjoint").residuals for t in traces]
+            norms = [float(_combined(list(step))) for step in zip(*history)]
+            out[f"mgrit_probe_{solve}_res0"] = norms[0]
+            out |= {f"mgrit_probe_{solve}_rel_it{k}": r / norms[0] if norms[0] else 0.0
+                    for k, r in enumerate(norms[1:], start=1)}
+        return out
+
     def end_epoch(self, epoch):
         """Modelled speedup of the runs' forward + backward over layer-serial BP, with P workers
-        (powers of two and the default P = N/c), for this epoch's steps."""
+        (powers of two and the default P = N/c), for this epoch's steps; then the convergence probe."""
         metrics = {}
         if self.serial_cost:
             metrics = {f"modelled_speedup_p{p}": self.serial_cost / cost for p, cost in self.cost.items()}
             metrics |= {"modelled_speedup": metrics[f"modelled_speedup_p{self.default_workers}"],
                         "modelled_workers": float(self.default_workers)}
         self._reset_cost()
+        if self.probe_batch is not None:
+            t0 = time.perf_counter()
+            metrics |= self.probe()
+            metrics["mgrit_probe_seconds"] = time.perf_counter() - t0
         return metrics
 
 

@@ -8,6 +8,7 @@ after the single-process ones, and Slurm jobs ask for K CPUs (or GPUs) per task.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -77,7 +78,34 @@ def _inprocess(cells, uri, data_root, progress, on_result):
     return results
 
 
+@functools.lru_cache(maxsize=64)
+def _forward_flops(model_name: str, dataset: str) -> float:
+    """FLOPs of one sample's forward pass: the model's share of a cell's cost."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from suite.data import DATASETS
+    from suite.models import build_model
+
+    spec = DATASETS[dataset]
+    model = build_model(model_name, spec.input_shape, spec.num_classes).eval()
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        model(torch.zeros(1, *spec.input_shape))
+    return float(counter.get_total_flops()) or 1.0
+
+
+def estimated_cost(cell: Cell) -> float:
+    """Epochs × training samples × forward FLOPs per sample: enough to order a grid longest first
+    (methods differ by small factors; models and run lengths by orders of magnitude)."""
+    train = resolve(cell).train
+    samples = (train.train_subset or 50_000) * train.train_fraction
+    return train.epochs * samples * _forward_flops(cell.model, cell.dataset)
+
+
 def _pool(cells, uri, jobs, data_root, progress, on_result):
+    # longest first, so the last cells to finish are short ones and no worker idles at the end
+    cells = sorted(cells, key=estimated_cost, reverse=True)
     single = [c for c in cells if workers_needed(c) == 1]
     multi = [c for c in cells if workers_needed(c) > 1]
     threads = max(1, (os.cpu_count() or 1) // jobs)

@@ -198,3 +198,25 @@ def test_two_worker_processes_give_the_single_process_parameters(name):
     for (steps_a, _), (steps_b, _) in zip(local_logs, dist_logs):
         torch.testing.assert_close(torch.stack([s["loss"] for s in steps_a]).float(),
                                    torch.stack([s["loss"] for s in steps_b]).float())
+
+
+def test_a_dead_stage_worker_fails_the_step_at_once_instead_of_hanging():
+    import os
+    import signal
+    import time
+
+    data = random_bundle(n_train=32, batch_size=16)
+    model = build_model("odenet:4-4", data.input_shape, data.num_classes)
+    method = METHODS["penalty"](METHODS["penalty"].HParams(distributed=True, serial_share=0.0))
+    method.setup(model, make_context(data, 1))
+    batch = next(iter(data.train_batches(0, 0)))
+    try:
+        method.train_step(batch)
+        os.kill(method.runner.procs[0].pid, signal.SIGKILL)
+        method.runner.procs[0].join(timeout=10)
+        start = time.monotonic()
+        with pytest.raises(RuntimeError):
+            method.train_step(batch)
+        assert time.monotonic() - start < 30
+    finally:
+        method.close()

@@ -161,12 +161,22 @@ epochs. λ (and μ) live in the coordinator's host memory. 'SPH' = the last 25% 
 trained serially by BP (reconstructed share; the paper's is not available)."""
 
 
+def _published_note() -> str:
+    """The paper's claims against this run: only the abstract's words are available, so no verdict."""
+    from suite.report.baselines import published_for
+    rows = [published_for(k) for k in ("sun2021-layer-parallel-accuracy", "sun2021-layer-parallel-speedup")]
+    table = pd.DataFrame([{"published (baselines/published.csv)": r.metric, "value": "–", "source": r.source,
+                           "notes": r.notes, "reproduced": "see table above", "verdict": "no published value"}
+                          for r in rows if r is not None])
+    return table.to_markdown(index=False)
+
+
 def report(ctx) -> None:
     runs, hist = labelled_runs(ctx)
     if runs.empty:
         ctx.write_table(pd.DataFrame(), notes=NOTES)
         return
-    ctx.write_table(main_table(runs, hist), notes=NOTES)
+    ctx.write_table(main_table(runs, hist), notes=NOTES + "\n\n" + _published_note())
     _sph_figure(ctx, runs)
     _comm_figure(ctx, runs)
     _speedup_figure(ctx, runs)

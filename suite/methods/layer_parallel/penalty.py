@@ -25,6 +25,7 @@ The `loss`/`train_acc` logged in the parallel phase are stage K's: the task loss
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import torch
@@ -100,12 +101,27 @@ class Penalty(Method):
             in_shapes = [tuple(ctx.data.input_shape)] + stored
             shapes = [(in_shapes[k], stored[k] if k < len(stored) else ()) for k in range(len(self.stages))]
             self.runner = ProcessStages(args, shapes, self.multipliers, self.hp.worker_threads)
+            # while the workers compute, the coordinator only indexes and updates λ: it keeps the
+            # cores the workers leave free (at least one), so no thread pool spins against them
+            self.coordinator_threads = max(1, (os.cpu_count() or 1) - len(self.stages) * self.hp.worker_threads)
         else:
             self.runner = LocalStages([StageSolver(*a) for a in args])
+            self.coordinator_threads = None
         self.elements = [torch.Size(s).numel() for s in stored]
         self.full_elements = [torch.Size(s).numel() for s in full_shapes]
-        self.epoch, self.step_count, self.serial_opt = 0, 0, None
+        self.epoch, self.step_count, self.serial_opt, self.threads_before = 0, 0, None, None
         self._reset_epoch_counters()
+
+    def _lend_cores_to_workers(self):
+        if self.coordinator_threads and self.threads_before is None:
+            self.threads_before = torch.get_num_threads()
+            torch.set_num_threads(self.coordinator_threads)
+
+    def _take_cores_back(self):
+        """Evaluation and the serial phase run here again, on every thread."""
+        if self.threads_before is not None:
+            torch.set_num_threads(self.threads_before)
+            self.threads_before = None
 
     def _reset_epoch_counters(self):
         self.stage_seconds = torch.zeros(len(self.stages), dtype=torch.float64)
@@ -126,6 +142,7 @@ class Penalty(Method):
         data = self.ctx.data
         if not self.aux.initialised:
             self.aux.initialise(self.stages, self.filters, data.fetch, len(data.train))
+        self._lend_cores_to_workers()
         idx, beta = batch.index.cpu(), self.beta
         lam, mu = self.aux.lam, self.aux.mu
         tasks = [StageTask(inp=data.fetch(batch.index) if k == 0 else lam[k - 1][idx],
@@ -180,6 +197,7 @@ class Penalty(Method):
         return self.step_stats(logits, batch.y, loss)
 
     def end_epoch(self, epoch):
+        self._take_cores_back()
         parallel = not self.in_serial_phase()
         metrics = {"beta": self.beta, "serial_phase": float(not parallel), "aux_mb": self.aux.nbytes / 2**20}
         if parallel:
@@ -195,6 +213,8 @@ class Penalty(Method):
         return metrics
 
     def close(self):
+        if hasattr(self, "threads_before"):
+            self._take_cores_back()
         runner = getattr(self, "runner", None)
         if runner is not None:
             runner.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import time
 
 import torch
 import torch.distributed as dist
@@ -51,7 +52,9 @@ def _flat_state(module) -> list[torch.Tensor]:
 
 def _worker(rank, world, port, solver_args, shapes, has_mu, threads):
     torch.set_num_threads(threads)
-    pg = _group(port, rank, world)
+    store = dist.TCPStore("127.0.0.1", port, world, False, timeout=TIMEOUT)
+    store.set(f"alive{rank}", "1")  # the coordinator waits for this before it builds its group
+    pg = _group(port, rank, world, store)
     solver = StageSolver(*solver_args)
     in_shape, out_shape = shapes
     header = torch.empty(3, dtype=torch.float64)
@@ -98,9 +101,31 @@ class ProcessStages:
                                daemon=True)
             proc.start()
             self.procs.append(proc)
+        self._await_workers(store)
         self.pg = _group(store.port, 0, world, store)
         self.store = store
         self.n = len(solver_args)
+
+    def _await_workers(self, store) -> None:
+        """Fail at once if a worker dies while starting (its import or set-up failed), instead of
+        blocking in the group's rendezvous until the timeout."""
+        keys = [f"alive{k + 1}" for k in range(len(self.procs))]
+        deadline = time.monotonic() + TIMEOUT.total_seconds()
+        while not store.check(keys):
+            for k, proc in enumerate(self.procs):
+                if not proc.is_alive():
+                    for other in self.procs:
+                        other.terminate()
+                    self.procs = []
+                    raise RuntimeError(f"stage worker {k + 1} exited with code {proc.exitcode} while starting "
+                                       f"(a spawned worker re-imports the __main__ script: guard it with "
+                                       f"`if __name__ == '__main__':`)")
+            if time.monotonic() > deadline:
+                for proc in self.procs:
+                    proc.terminate()
+                self.procs = []
+                raise RuntimeError("stage workers did not start in time")
+            time.sleep(0.05)
 
     def _header(self, rank: int, cmd: int, batch: int = 0, beta: float = 0.0):
         return self.pg.send([torch.tensor([cmd, batch, beta], dtype=torch.float64)], rank, TAG_HEADER)

@@ -27,6 +27,7 @@ from matplotlib.ticker import MaxNLocator
 from suite.config import Cell
 from suite.experiments.base import Experiment
 from suite.report.compare import TARGET_NOTE, compare_to_bp
+from suite.report.context import with_variants
 
 SCHEDULES = ("linear", "quadratic", "exponential", "dynamic")
 PAPER_SWEEP = {"alpha": (0.1, 0.3, 0.5), "l_shift": (0.1, 0.15)}
@@ -99,10 +100,7 @@ def labelled_runs(ctx) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = ctx.finished().copy()
     if runs.empty:
         return runs, pd.DataFrame()
-    runs["variant"] = runs.apply(variant, axis=1)
-    rank = {v: i for i, v in enumerate(ORDER)}
-    runs = runs.assign(_rank=runs.variant.map(lambda v: rank.get(v, len(ORDER))))
-    runs = runs.sort_values(["model", "_rank", "variant"], kind="stable").drop(columns="_rank")
+    runs = with_variants(runs, variant, ORDER)
     keys = ["test_acc", "train_time", "epoch_time", "local/transition_layer", "local/localized_fraction"]
     hist = ctx.history(keys, runs)
     hist = hist.merge(runs[["run_id", "variant"]], on="run_id", how="left")

@@ -31,6 +31,7 @@ from matplotlib.ticker import MaxNLocator
 from suite.config import Cell
 from suite.experiments.base import Experiment
 from suite.report.compare import TARGET_NOTE, compare_to_bp
+from suite.report.context import with_variants
 
 # (model, dataset, settings shared by every cell)
 SETTINGS = {
@@ -88,10 +89,7 @@ def labelled_runs(ctx) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs = ctx.finished().copy()
     if runs.empty:
         return runs, pd.DataFrame()
-    runs["variant"] = runs.apply(variant, axis=1)
-    rank = {v: i for i, v in enumerate(ORDER)}
-    runs = runs.assign(_rank=runs.variant.map(lambda v: rank.get(v, len(ORDER))))
-    runs = runs.sort_values(["model", "_rank", "variant"], kind="stable").drop(columns="_rank")
+    runs = with_variants(runs, variant, ORDER)
     probe_keys = sorted({c[2:] for c in runs.columns if c.startswith("m.mgrit_probe_")} - {"mgrit_probe_seconds"})
     speed_keys = sorted(c[2:] for c in runs.columns if c.startswith("m.modelled_speedup_p"))
     hist = ctx.history(PER_EPOCH + probe_keys + speed_keys, runs)

@@ -79,6 +79,15 @@ class ReportContext:
         return path
 
 
+def with_variants(runs: pd.DataFrame, variant, order: tuple[str, ...]) -> pd.DataFrame:
+    """Runs with a `variant` column (variant(row) -> label), sorted by model, then by the
+    experiment's preferred variant order (unlisted variants last, alphabetically)."""
+    runs = runs.assign(variant=runs.apply(variant, axis=1))
+    rank = {v: i for i, v in enumerate(order)}
+    runs = runs.assign(_rank=runs.variant.map(lambda v: rank.get(v, len(order))))
+    return runs.sort_values(["model", "_rank", "variant"], kind="stable").drop(columns="_rank")
+
+
 def overrides_columns(runs: pd.DataFrame) -> pd.DataFrame:
     """Expand the `overrides` tag (JSON) into `o.<key>` columns."""
     if runs.empty or "overrides" not in runs:

@@ -29,6 +29,7 @@ import seaborn as sns
 from suite.config import Cell
 from suite.experiments.base import Experiment
 from suite.report.compare import TARGET_NOTE, compare_to_bp
+from suite.report.context import hparam
 
 SOURCE = ("Sun et al. 2020/2021, arXiv 2009.01462 v2/v3 (main table, SPH ablation, DS communication); "
           "tables not available, shapes regenerated [NF]")
@@ -63,19 +64,14 @@ def grid(profile: str, seeds: int) -> list[Cell]:
 
 # -- reading runs back ----------------------------------------------------------------------------
 
-def _override(row: pd.Series, key: str, default):
-    value = row.get(f"o.{key}")
-    return default if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
 def label(row: pd.Series) -> str:
     if row["method"] not in METHODS:
         return row["method"]
-    share = float(_override(row, "serial_share", DEFAULT_SHARE))
+    share = float(hparam(row, "serial_share"))
     parts = [SHORT[row["method"]], "SPH" if share == DEFAULT_SHARE else f"serial {share:.0%}" if share else "no SPH"]
-    if int(_override(row, "ds_stride", 1)) > 1:
-        parts.append(f"DS/{_override(row, 'ds_stride', 1)}")
-    if str(_override(row, "distributed", "false")).lower() == "true":
+    if int(hparam(row, "ds_stride")) > 1:
+        parts.append(f"DS/{hparam(row, 'ds_stride')}")
+    if hparam(row, "distributed") == "True":
         parts.append("2 procs")
     return " · ".join(parts)
 
@@ -94,9 +90,9 @@ def labelled_runs(ctx) -> tuple[pd.DataFrame, pd.DataFrame]:
     if runs.empty:
         return runs, pd.DataFrame()
     runs["variant"] = runs.apply(label, axis=1)
-    runs["serial_share"] = runs.apply(lambda r: float(_override(r, "serial_share", DEFAULT_SHARE))
-                                      if r["method"] in METHODS else 1.0, axis=1)
-    runs["distributed"] = runs.apply(lambda r: str(_override(r, "distributed", "false")).lower() == "true", axis=1)
+    runs["serial_share"] = runs.apply(lambda r: float(hparam(r, "serial_share", 1.0)), axis=1)
+    runs["ds_stride"] = runs.apply(lambda r: int(hparam(r, "ds_stride", 1)), axis=1)
+    runs["distributed"] = runs.apply(lambda r: hparam(r, "distributed") == "True", axis=1)
     keys = ["test_acc", "train_time", "epoch_time", "serial_phase", "comm_mb", "comm_mb_without_ds",
             "modelled_speedup", "aux_mb", "violation_b1"]
     hist = ctx.history(keys, runs)
@@ -110,7 +106,7 @@ def labelled_runs(ctx) -> tuple[pd.DataFrame, pd.DataFrame]:
 def _measured_parallel_speedup(runs: pd.DataFrame) -> dict[tuple, float]:
     """(model, dataset, method) -> parallel-phase s/epoch of 1 process / of 2 processes."""
     out = {}
-    pure = runs[(runs.serial_share == 0.0) & (runs.get("o.ds_stride", "1").fillna("1").astype(str) == "1")]
+    pure = runs[(runs.serial_share == 0.0) & (runs.ds_stride == 1)]
     for (model, dataset, method), g in pure.groupby(["model", "dataset", "method"]):
         one, two = g[~g.distributed]["par.epoch_time"].mean(), g[g.distributed]["par.epoch_time"].mean()
         if one and two and not (math.isnan(one) or math.isnan(two)):
@@ -183,8 +179,7 @@ def report(ctx) -> None:
 
 
 def _sph_figure(ctx, runs):
-    pen = runs[(runs.method == "penalty") & ~runs.distributed
-               & (runs.get("o.ds_stride", "1").fillna("1").astype(str) == "1")]
+    pen = runs[(runs.method == "penalty") & ~runs.distributed & (runs.ds_stride == 1)]
     bp = runs[runs.method == "bp"]
     if pen.empty:
         return
@@ -206,7 +201,7 @@ def _comm_figure(ctx, runs):
     lp = runs[runs.method.isin(METHODS) & (runs.serial_share < 1.0) & runs["par.comm_mb"].notna()]
     if lp.empty:
         return
-    lp = lp.assign(stride=lp.apply(lambda r: f"DS stride {_override(r, 'ds_stride', 1)}", axis=1))
+    lp = lp.assign(stride=lp.ds_stride.map(lambda s: f"DS stride {s}"))
     long = pd.concat([lp.assign(kind="sent", mb=lp["par.comm_mb"]),
                       lp.assign(kind="without DS", mb=lp["par.comm_mb_without_ds"])])
     fig, ax = plt.subplots(figsize=(6.4, 3.4))

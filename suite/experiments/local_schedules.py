@@ -27,7 +27,7 @@ from matplotlib.ticker import MaxNLocator
 from suite.config import Cell
 from suite.experiments.base import Experiment
 from suite.report.compare import TARGET_NOTE, compare_to_bp
-from suite.report.context import with_variants
+from suite.report.context import hparam, with_variants
 
 SCHEDULES = ("linear", "quadratic", "exponential", "dynamic")
 PAPER_SWEEP = {"alpha": (0.1, 0.3, 0.5), "l_shift": (0.1, 0.15)}
@@ -67,16 +67,11 @@ def _default(key: str):
     return getattr(LocalHParams(), key)
 
 
-def _value(row: pd.Series, key: str):
-    value = row.get(f"o.{key}")
-    return _default(key) if value is None or (isinstance(value, float) and math.isnan(value)) else value
-
-
 def variant(row: pd.Series) -> str:
     """bp | linear | quadratic | exponential | dynamic (defaults) | dynamic α=… L=…% (sweep)."""
     if row["method"] != "local":
         return row["method"]
-    schedule = _value(row, "local_schedule")
+    schedule = hparam(row, "local_schedule")
     if schedule == "dynamic" and isinstance(row.get("o.alpha"), str):  # sweep cells set alpha explicitly
         return sweep_label(row)
     return schedule
@@ -91,7 +86,7 @@ def _is_sweep(name: str) -> bool:
 
 
 def sweep_label(row: pd.Series) -> str:
-    return f"dynamic α={float(_value(row, 'alpha')):g} L={100 * float(_value(row, 'l_shift')):g}%"
+    return f"dynamic α={float(hparam(row, 'alpha')):g} L={100 * float(hparam(row, 'l_shift')):g}%"
 
 
 def labelled_runs(ctx) -> tuple[pd.DataFrame, pd.DataFrame]:

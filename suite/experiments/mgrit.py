@@ -31,7 +31,7 @@ from matplotlib.ticker import MaxNLocator
 from suite.config import Cell
 from suite.experiments.base import Experiment
 from suite.report.compare import TARGET_NOTE, compare_to_bp
-from suite.report.context import with_variants
+from suite.report.context import hparam, with_variants
 
 # (model, dataset, settings shared by every cell)
 SETTINGS = {
@@ -61,22 +61,13 @@ def grid(profile: str, seeds: int) -> list[Cell]:
 
 # -- reading runs back ----------------------------------------------------------------------------
 
-def _number(row: pd.Series, key: str) -> float:
-    value = row.get(f"o.{key}")
-    return math.nan if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
-
-
 def variant(row: pd.Series) -> str:
     if row["method"] != "mgrit":
         return row["method"]
-    tol = _number(row, "tol")
+    tol = float(hparam(row, "tol"))
     if tol > 0:
         return f"mgrit tol {tol:g}"
-    fwd, bwd = _number(row, "fwd_iters"), _number(row, "bwd_iters")
-    from suite.methods.layer_parallel.mgrit_method import MgritHParams
-    fwd = MgritHParams.fwd_iters if math.isnan(fwd) else fwd
-    bwd = MgritHParams.bwd_iters if math.isnan(bwd) else bwd
-    return f"mgrit {fwd:g}+{bwd:g} it"
+    return f"mgrit {float(hparam(row, 'fwd_iters')):g}+{float(hparam(row, 'bwd_iters')):g} it"
 
 
 PER_EPOCH = ["test_acc", "train_time", "epoch_time", "train_loss", "mgrit_probe_seconds", "mgrit_fwd_residual",

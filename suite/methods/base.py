@@ -59,6 +59,7 @@ class Method:
     HParams: ClassVar[type] = NoHParams
     summary: ClassVar[str] = ""  # one line for `bpsuite list methods`
     source: ClassVar[str] = ""  # where the method and its defaults come from
+    flop_probe: ClassVar[bool] = True  # False: its step cannot run under FlopCounterMode (say why)
 
     def __init__(self, hparams: Any = None):
         self.hp = hparams if hparams is not None else self.HParams()

@@ -8,6 +8,7 @@ Every table goes to `results/<experiment>[-suffix].md` and `.csv`; every figure 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -77,6 +78,13 @@ class ReportContext:
         self.figures.append({"file": path.name, "title": title, "kind": kind,
                              "reproduces": reproduces or self.experiment.source, "profile": self.profile})
         return path
+
+
+def hparam(row: pd.Series, key: str, default=None):
+    """A run's resolved hyper-parameter, as logged (param `hp.<key>`, a string: "0.25", "True");
+    `default` where the run's method has no such key."""
+    value = row.get(f"p.hp.{key}")
+    return default if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def with_variants(runs: pd.DataFrame, variant, order: tuple[str, ...]) -> pd.DataFrame:

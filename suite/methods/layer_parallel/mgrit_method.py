@@ -62,6 +62,8 @@ class Mgrit(Method):
     HParams = MgritHParams
     summary = "layer-parallel training: MGRIT forward and adjoint through ODE-form residual runs"
     source = "Günther et al. 2020 (SIMODS, arXiv 1812.04352); TorchBraid defaults; see docs/mgrit.md"
+    # the adjoint's autograd.grad inside a custom backward fails under FlopCounterMode's module hooks
+    flop_probe = False
 
     def check(self, model, data):
         if not model.ode_runs():

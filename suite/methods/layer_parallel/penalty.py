@@ -108,7 +108,12 @@ class Penalty(Method):
             self.runner = LocalStages([StageSolver(*a) for a in args])
             self.coordinator_threads = None
         self.elements = [torch.Size(s).numel() for s in stored]
-        self.full_elements = [torch.Size(s).numel() for s in full_shapes]
+        full_elements = [torch.Size(s).numel() for s in full_shapes]
+        # per boundary, float32: λ_{k−1} and the input gradient travel with stage k+1, λ_k and
+        # D(F_k) with stage k, and μ_k too for AL
+        per_boundary = 3 if self.multipliers else 2
+        self.comm_bytes_per_sample = 4 * per_boundary * sum(self.elements)
+        self.comm_bytes_per_sample_full = 4 * per_boundary * sum(full_elements)
         self.epoch, self.step_count, self.serial_opt, self.threads_before = 0, 0, None, None
         self._reset_epoch_counters()
 
@@ -169,13 +174,8 @@ class Penalty(Method):
         self.stage_seconds += seconds
         self.critical_seconds += float(seconds.max())
         batch = tasks[0].inp.shape[0]
-        per_sample = sum(2 * e for e in self.elements)  # λ_{k−1} and grad out to stage k+1; λ_k and D(F_k) with stage k
-        per_sample_full = sum(2 * e for e in self.full_elements)
-        if self.multipliers:
-            per_sample += sum(self.elements)
-            per_sample_full += sum(self.full_elements)
-        self.comm_bytes += 4 * batch * per_sample
-        self.comm_bytes_full += 4 * batch * per_sample_full
+        self.comm_bytes += batch * self.comm_bytes_per_sample
+        self.comm_bytes_full += batch * self.comm_bytes_per_sample_full
 
     def _serial_step(self, batch):
         if self.serial_opt is None:  # start of the serial correction

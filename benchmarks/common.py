@@ -21,7 +21,9 @@ def time_interleaved(fns: dict[str, Callable[[], None]], repeats: int = 5, warmu
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
-def report_ratio(label: str, value: float, target: str, ok: bool) -> str:
-    line = f"{label:<70s} {value:8.3f}   target {target:<10s} {'PASS' if ok else 'MISS'}"
+def report_ratio(label: str, value: float, target: str, ok: bool | None) -> str:
+    """One result line; `ok` None = a figure reported without a target."""
+    verdict = "(reported)" if ok is None else "PASS" if ok else "MISS"
+    line = f"{label:<70s} {value:8.3f}   target {target:<10s} {verdict}"
     print(line, flush=True)
     return line

@@ -201,3 +201,55 @@ def test_convergence_probe_logs_falling_residuals_and_leaves_the_gradients_alone
     off = METHODS["mgrit"](MgritHParams(probe_iters=0))
     off.setup(build_model("odenet:8-4", data.input_shape, data.num_classes), make_context(data))
     assert not any(k.startswith("mgrit_probe") for k in off.end_epoch(0))
+
+
+def test_chunks_are_whole_level0_intervals_shared_out_evenly():
+    from suite.methods.layer_parallel.mgrit_placement import chunk_owners
+    assert chunk_owners(16, 4, 2) == [0] * 8 + [1] * 8
+    assert chunk_owners(10, 3, 2) == [0] * 6 + [1] * 4  # 4 intervals (3, 3, 3, 1 blocks): 2 each
+    assert chunk_owners(10, 4, 3) == [0] * 4 + [1] * 4 + [2] * 2
+    assert chunk_owners(8, 2, 1) == [0] * 8
+
+
+@pytest.mark.parametrize("cfactor,levels", [(4, 2), (3, 3)])
+def test_two_processes_give_the_single_process_weights_bitwise(cfactor, levels):
+    """The same mathematics placed on 2 processes: N = 10 is not a multiple of c = 4 or 3, so the
+    adjoint's intervals straddle the chunk boundary and the coarse levels hop between ranks."""
+    data = random_bundle(n_train=32, n_test=32, batch_size=16)
+    torch.manual_seed(0)
+    init = build_model("odenet:10-4-fc", data.input_shape, data.num_classes).state_dict()
+    hp = {"lr": 0.3, "cfactor": cfactor, "max_levels": levels, "probe_iters": 3, "probe_samples": 16}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' thread count, so kernels sum in the same order
+    try:
+        results = []
+        for workers in (1, 2):
+            model = build_model("odenet:10-4-fc", data.input_shape, data.num_classes)
+            model.load_state_dict(init)
+            method = METHODS["mgrit"](MgritHParams(**hp, workers=workers))
+            method.setup(model, make_context(data))
+            try:
+                batch = next(iter(data.train_batches(0, 0)))
+                steps = [method.train_step(batch) for _ in range(3)]
+                metrics = method.end_epoch(0)
+            finally:
+                method.close()
+            results.append((model, steps, metrics))
+    finally:
+        torch.set_num_threads(threads)
+    (local, local_steps, local_metrics), (spread, spread_steps, spread_metrics) = results
+    for (name, p), q in zip(local.named_parameters(), spread.parameters()):
+        assert not torch.equal(p, init[name]), f"{name} did not move"
+        assert torch.equal(p, q), name
+    for a, b in zip(local_steps, spread_steps):
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    probe = [k for k in local_metrics if k.startswith("mgrit_probe_") and k != "mgrit_probe_seconds"]
+    assert probe and all(local_metrics[k] == spread_metrics[k] for k in probe)
+
+
+def test_more_workers_than_coarse_intervals_is_refused_before_any_compute():
+    from suite.errors import UsageError
+    data = random_bundle(n_train=16)
+    model = build_model("odenet:8-4", data.input_shape, data.num_classes)
+    with pytest.raises(UsageError, match="workers=3 is more than the 2 coarse intervals"):
+        METHODS["mgrit"](MgritHParams(workers=3)).validate(model)

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from suite.methods.layer_parallel.mgrit_placement import LocalPlacement
+
 Step = Callable[[int, int, torch.Tensor], torch.Tensor]  # (from point, to point, value) -> value
 
 
@@ -87,10 +89,15 @@ def coarsen(points: list[int], cfactor: int, max_levels: int) -> list[list[int]]
 
 
 class MgritSolver:
-    """Solves u_0 = g_0, u_i = Φ(u_{i−1}) + g_i on `points` (in propagation order)."""
+    """Solves u_0 = g_0, u_i = Φ(u_{i−1}) + g_i on `points` (in propagation order).
 
-    def __init__(self, step: Step, points: list[int], config: MgritConfig):
+    `place` spreads the work over processes (mgrit_placement.py); every process runs this same
+    code, and a list entry is meaningful only on the rank that is its point's home (None or stale
+    elsewhere). With the default `LocalPlacement` everything happens here."""
+
+    def __init__(self, step: Step, points: list[int], config: MgritConfig, place=None):
         self.step, self.config, self.c = step, config, config.cfactor
+        self.place = place or LocalPlacement()
         self.levels = coarsen(points, config.cfactor, config.max_levels)
 
     def solve(self, u0: torch.Tensor, until: Iterations) -> tuple[list[torch.Tensor], SolveTrace]:
@@ -99,24 +106,38 @@ class MgritSolver:
         g = [u0] + [None] * (len(u) - 1)  # None: a zero right-hand side, skipped (bitwise serial)
         if len(self.levels) == 1:
             self._serial(0, u, g, trace)
-            trace.residuals.append(torch.zeros((), dtype=u0.dtype, device=u0.device))
+            trace.residuals.append(torch.zeros((), dtype=torch.float64, device=u0.device))
+            self.place.flush()
             return u, trace
         self._f_relax(0, u, g, trace)
         residual = self._residual(0, u, g, trace)
-        trace.residuals.append(_norm(residual))
+        trace.residuals.append(self._norm(0, residual))
         for _ in range(until.max_iters if until.tol > 0 else until.iters):
             self._cycle(0, u, g, trace, residual)
             residual = self._residual(0, u, g, trace)
-            trace.residuals.append(_norm(residual))
+            trace.residuals.append(self._norm(0, residual))
             if until.tol > 0 and trace.residuals[-1] <= until.tol * trace.residuals[0]:
                 break
+        self.place.flush()
         return u, trace
 
     # -- one level's operations; u and g are that level's values and right-hand sides -----------
+    def _propagate(self, lvl: int, i: int, u) -> torch.Tensor | None:
+        """Φ(u_{i−1}) on level `lvl`, evaluated where its layer lives and delivered to point i's home."""
+        points, place = self.levels[lvl], self.place
+        a, b = points[i - 1], points[i]
+        at = place.where(a, b)
+        x = place.move(u[i - 1], place.home(a), at)
+        y = self.step(a, b, x) if place.rank == at else None
+        return place.move(y, at, place.home(b))
+
+    def _here(self, lvl: int, i: int) -> bool:
+        return self.place.rank == self.place.home(self.levels[lvl][i])
+
     def _advance(self, lvl: int, u, g, i: int) -> None:
-        points = self.levels[lvl]
-        x = self.step(points[i - 1], points[i], u[i - 1])
-        u[i] = x if g[i] is None else x + g[i]
+        x = self._propagate(lvl, i, u)
+        if self._here(lvl, i):
+            u[i] = x if g[i] is None else x + g[i]
 
     def _serial(self, lvl, u, g, trace) -> None:
         for i in range(1, len(u)):
@@ -136,14 +157,28 @@ class MgritSolver:
             self._advance(lvl, u, g, i)
         trace.phases.append(Phase(len(c_points), 1))
 
-    def _residual(self, lvl, u, g, trace) -> list[torch.Tensor]:
+    def _residual(self, lvl, u, g, trace) -> list[torch.Tensor | None]:
         """r_i = g_i + Φ(u_{i−1}) − u_i at the C-points i ≥ c (F-point residuals are zero here)."""
-        points, out = self.levels[lvl], []
+        out = []
         for i in range(self.c, len(u), self.c):
-            r = self.step(points[i - 1], points[i], u[i - 1]) - u[i]
-            out.append(r if g[i] is None else r + g[i])
+            x = self._propagate(lvl, i, u)
+            r = None
+            if self._here(lvl, i):
+                r = x - u[i]
+                r = r if g[i] is None else r + g[i]
+            out.append(r)
         trace.phases.append(Phase(len(out), 1))
         return out
+
+    def _norm(self, lvl, residual) -> torch.Tensor:
+        """‖r‖ over the level's C-points, the same on every rank: each home squares its own entries."""
+        like = torch.zeros((), dtype=torch.float64)
+        squares = []
+        for m, r in enumerate(residual, start=1):
+            home = self.place.home(self.levels[lvl][m * self.c])
+            mine = r.double().pow(2).sum() if self.place.rank == home else None
+            squares.append(self.place.share(mine, home, like))
+        return torch.stack(squares).sum().sqrt()
 
     def _cycle(self, lvl, u, g, trace, residual=None) -> None:
         """One FAS V-cycle from level `lvl`. A given `residual` (of u) means u is already F-relaxed,
@@ -161,17 +196,14 @@ class MgritSolver:
             residual = self._residual(lvl, u, g, trace)
         # FAS: the coarse problem A_c(v) = A_c(R u) + R r, with R = injection at C-points
         v = u[::self.c]
-        coarse = self.levels[lvl + 1]
-        g_coarse = [g[0]] + [r + v[m] - self.step(coarse[m - 1], coarse[m], v[m - 1])
-                             for m, r in enumerate(residual, start=1)]
+        g_coarse = [g[0]]
+        for m, r in enumerate(residual, start=1):
+            x = self._propagate(lvl + 1, m, v)
+            g_coarse.append(r + v[m] - x if self._here(lvl + 1, m) else None)
         trace.phases.append(Phase(len(residual), 1))
         self._cycle(lvl + 1, v, g_coarse, trace)
         u[::self.c] = v
         self._f_relax(lvl, u, g, trace)
-
-
-def _norm(values: list[torch.Tensor]) -> torch.Tensor:
-    return torch.stack([v.double().pow(2).sum() for v in values]).sum().sqrt()
 
 
 # -- a run of blocks: forward states and adjoint ---------------------------------------------------
@@ -203,42 +235,99 @@ class RunTrace:
         return 3 * self.layers
 
 
+def trainable_flat(block: nn.Module) -> int:
+    return sum(p.numel() for p in block.parameters() if p.requires_grad)
+
+
+def run_forward(blocks: Sequence[nn.Module], u0: torch.Tensor, config: MgritConfig, until: Iterations,
+                place) -> tuple[torch.Tensor | None, list, SolveTrace]:
+    """The forward states of a run by MGRIT (SPMD: every rank of `place` calls this). Returns u_N
+    on rank 0, the states (this rank's meaningful at their homes) and the solve's trace."""
+    n = len(blocks)
+    states, trace = MgritSolver(euler_step(blocks), list(range(n + 1)), config, place).solve(u0, until)
+    out = place.move(states[n], place.home(n), 0)
+    place.flush()
+    return out, states, trace
+
+
+def run_adjoint(blocks: Sequence[nn.Module], states: list, grad_out: torch.Tensor, config: MgritConfig,
+                until: Iterations, place) -> tuple[torch.Tensor | None, list, SolveTrace]:
+    """The adjoint of a run by MGRIT at its (possibly inexact) forward `states`, and each layer's
+    parameter VJP on the layer's owner (SPMD). Returns, on rank 0, dL/du_0 and one flat gradient
+    of the trainable parameters per block; the trace on every rank."""
+    n = len(blocks)
+    inputs, outputs = {}, {}
+    with torch.enable_grad():  # each owned layer's graph at its state, built once
+        for a in range(n):
+            if place.owns(a):
+                inputs[a] = states[a].detach().requires_grad_()
+                outputs[a] = blocks[a].branch(inputs[a])
+
+    def adjoint_step(b: int, a: int, w: torch.Tensor) -> torch.Tensor:
+        """From point b back to a < b: the transposed Jacobian of u + (b−a)·branch_a(u) at u_a."""
+        vjp, = torch.autograd.grad(outputs[a], inputs[a], w, retain_graph=True)
+        return w + vjp if b - a == 1 else w + (b - a) * vjp
+
+    solver = MgritSolver(adjoint_step, list(range(n, -1, -1)), config, place)
+    adjoints, trace = solver.solve(grad_out, until)
+    adjoints = adjoints[::-1]  # w_n at index n
+    flat_grads = []
+    for a, block in enumerate(blocks):  # independent per layer, each on its owner, then to rank 0
+        grad = None
+        if place.owns(a):
+            trained = [p for p in block.parameters() if p.requires_grad]
+            found = torch.autograd.grad(outputs[a], trained, adjoints[a + 1], allow_unused=True) if trained else ()
+            grad = torch.cat([(g if g is not None else torch.zeros_like(p)).reshape(-1)
+                              for g, p in zip(found, trained)]) if trained else torch.zeros(0)
+        flat_grads.append(place.move(grad, place.owners_of(a), 0, like=torch.empty(trainable_flat(block))))
+    grad_in = place.move(adjoints[0], place.home(0), 0)
+    place.flush()
+    return grad_in, flat_grads, trace
+
+
+class LocalTeam:
+    """The run's layers all in this process."""
+
+    def __init__(self, config: MgritConfig):
+        self.config = config
+
+    def forward(self, run: int, blocks, u0, until):
+        out, states, trace = run_forward(blocks, u0, self.config, until, LocalPlacement())
+        return out.clone(), states, trace
+
+    def adjoint(self, run: int, blocks, states, grad_out, until):
+        return run_adjoint(blocks, states, grad_out, self.config, until, LocalPlacement())
+
+
 class _MgritRun(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u0, blocks, config, fwd, bwd, trace, *params):
-        n = len(blocks)
-        states, trace.forward = MgritSolver(euler_step(blocks), list(range(n + 1)), config).solve(u0, fwd)
-        ctx.blocks, ctx.config, ctx.bwd, ctx.trace, ctx.states = blocks, config, bwd, trace, states
-        trace.layers = n
-        return states[-1].clone()
+    def forward(ctx, u0, run, blocks, team, fwd, bwd, trace, *params):
+        out, states, trace.forward = team.forward(run, blocks, u0, fwd)
+        ctx.run, ctx.blocks, ctx.team, ctx.bwd, ctx.trace, ctx.states = run, blocks, team, bwd, trace, states
+        trace.layers = len(blocks)
+        return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        blocks, states = ctx.blocks, ctx.states
-        with torch.enable_grad():  # each layer's graph at its (possibly inexact) state, built once
-            inputs = [s.detach().requires_grad_() for s in states[:-1]]
-            outputs = [block.branch(x) for block, x in zip(blocks, inputs)]
-
-        def adjoint_step(b: int, a: int, w: torch.Tensor) -> torch.Tensor:
-            """From point b back to a < b: the transposed Jacobian of u + (b−a)·branch_a(u) at u_a."""
-            vjp, = torch.autograd.grad(outputs[a], inputs[a], w, retain_graph=True)
-            return w + vjp if b - a == 1 else w + (b - a) * vjp
-
-        n = len(blocks)
-        solver = MgritSolver(adjoint_step, list(range(n, -1, -1)), ctx.config)
-        adjoints, ctx.trace.adjoint = solver.solve(grad_out, ctx.bwd)
-        adjoints = adjoints[::-1]  # w_n at index n
+        grad_in, flat_grads, ctx.trace.adjoint = ctx.team.adjoint(ctx.run, ctx.blocks, ctx.states,
+                                                                  grad_out.contiguous(), ctx.bwd)
+        ctx.states = None
         grads = []
-        for block, out, w_next in zip(blocks, outputs, adjoints[1:]):  # independent per layer
-            params = list(block.parameters())
-            trained = [p for p in params if p.requires_grad]
-            found = iter(torch.autograd.grad(out, trained, w_next, allow_unused=True) if trained else ())
-            grads += [next(found) if p.requires_grad else None for p in params]
-        return (adjoints[0], None, None, None, None, None, *grads)
+        for block, flat in zip(ctx.blocks, flat_grads):
+            offset = 0
+            for p in block.parameters():
+                if not p.requires_grad:
+                    grads.append(None)
+                    continue
+                grads.append(flat[offset:offset + p.numel()].view_as(p))
+                offset += p.numel()
+        return (grad_in, None, None, None, None, None, None, *grads)
 
 
 def mgrit_run(blocks: Sequence[nn.Module], u0: torch.Tensor, config: MgritConfig, fwd: Iterations,
-              bwd: Iterations, trace: RunTrace | None = None) -> torch.Tensor:
-    """u_N of the run by MGRIT; backward solves the adjoint by MGRIT too. `trace` collects both."""
+              bwd: Iterations, trace: RunTrace | None = None, team=None, run: int = 0) -> torch.Tensor:
+    """u_N of the run by MGRIT; backward solves the adjoint by MGRIT too. `trace` collects both;
+    `team` places the layers on processes (default: all here), `run` names the run to it."""
     params = [p for block in blocks for p in block.parameters()]
-    return _MgritRun.apply(u0, list(blocks), config, fwd, bwd, trace if trace is not None else RunTrace(), *params)
+    return _MgritRun.apply(u0, run, list(blocks), team or LocalTeam(config), fwd, bwd,
+                           trace if trace is not None else RunTrace(), *params)

@@ -20,8 +20,10 @@ states) → optimiser step. Choices and their standing:
 * no Tikhonov or ddt (smoothness-in-layer) regularisation terms: weight decay only [R: the
   authors' code has both, with weights ≈ 1e-7..1e-5 [C]].
 * predict() is the exact serial forward (the Method default).
-* the layer chunks run in this one process, one after another; speedups are *modelled* (critical
-  path of layer evaluations with P workers, no communication), not measured.
+* `workers` = P ≥ 2 runs the layer chunks in P processes (mgrit_team.py, mgrit_placement.py):
+  the same solver code on every rank, each rank owning a contiguous chunk of layers; the epoch
+  time is then *measured* with P processes. The `modelled_speedup_p*` figures are the critical
+  path of layer evaluations with P workers and no communication, for any P.
 * convergence probe [R]: at the end of each epoch, `probe_iters` forward and adjoint MGRIT
   iterations on a fixed batch (validation split, else test) at the current weights, logged as
   the relative residual per iteration (the paper's residual-vs-iteration figure). It changes no
@@ -36,9 +38,11 @@ from dataclasses import dataclass
 
 import torch
 
+from suite.errors import UsageError
 from suite.methods.base import Method
 from suite.methods.feedback.alignment import fixed_batch
 from suite.methods.layer_parallel.mgrit import Iterations, MgritConfig, RunTrace, mgrit_run
+from suite.methods.layer_parallel.mgrit_team import ProcessTeam
 from suite.methods.optim import OptimHParams, make_optimizer, make_scheduler
 from suite.params import param
 
@@ -55,6 +59,8 @@ class MgritHParams(OptimHParams):
     probe_iters: int = param(8, "end-of-epoch convergence probe: MGRIT iterations of the forward and adjoint "
                              "solves on a fixed batch (diagnostic only; 0 = off) [R]", low=0)
     probe_samples: int = param(64, "samples in the probe's fixed batch (validation split, else test)", low=1)
+    workers: int = param(1, "processes the layer chunks run in: 1 = this process; P ≥ 2 spawns P−1 workers "
+                         "(torch.distributed, gloo), each owning a contiguous chunk of every ODE run", low=1)
 
 
 class Mgrit(Method):
@@ -64,6 +70,18 @@ class Mgrit(Method):
     source = "Günther et al. 2020 (SIMODS, arXiv 1812.04352); TorchBraid defaults; see docs/mgrit.md"
     # the adjoint's autograd.grad inside a custom backward fails under FlopCounterMode's module hooks
     flop_probe = False
+
+    @classmethod
+    def workers(cls, hparams) -> int:
+        return hparams.workers
+
+    def validate(self, model):
+        runs = model.ode_runs()
+        if self.hp.workers > 1 and runs:
+            intervals = min(-(-len(run) // self.hp.cfactor) for run in runs)
+            if self.hp.workers > intervals:
+                raise UsageError(f"workers={self.hp.workers} is more than the {intervals} coarse intervals "
+                                 f"(⌈N/cfactor⌉) of the shortest ODE run; choose workers ≤ {intervals}")
 
     def check(self, model, data):
         if not model.ode_runs():
@@ -78,8 +96,13 @@ class Mgrit(Method):
         self.config = MgritConfig(cfactor=self.hp.cfactor, max_levels=self.hp.max_levels)
         self.fwd = Iterations(self.hp.fwd_iters, self.hp.tol, self.hp.max_iters)
         self.bwd = Iterations(self.hp.bwd_iters, self.hp.tol, self.hp.max_iters)
-        self.run_starts = {run[0]: run for run in model.ode_runs()}
-        longest = max(len(run) for run in self.run_starts.values())
+        if ctx.data.device.type != "cpu" and self.hp.workers > 1:
+            raise UsageError("MGRIT worker processes are implemented for CPU (gloo); run on CPU or set workers=1")
+        runs = model.ode_runs()
+        self.run_starts = {run[0]: (r, run) for r, run in enumerate(runs)}
+        self.team = (ProcessTeam([[model.blocks[j] for j in run] for run in runs], self.config, self.hp.workers)
+                     if self.hp.workers > 1 else None)
+        longest = max(len(run) for run in runs)
         self.default_workers = max(1, longest // self.hp.cfactor)  # one per finest coarse interval
         self.workers_modelled = sorted({self.default_workers} | {2 ** k for k in range(longest.bit_length())})
         self.probe_batch = fixed_batch(ctx.data, self.hp.probe_samples) if self.hp.probe_iters else None
@@ -95,12 +118,12 @@ class Mgrit(Method):
     def _blocks(self, x: torch.Tensor, traces: list[RunTrace], fwd: Iterations, bwd: Iterations) -> torch.Tensor:
         blocks, i = self.model.blocks, 0
         while i < len(blocks):
-            run = self.run_starts.get(i)
+            r, run = self.run_starts.get(i, (None, None))
             if run is None:
                 x, i = blocks[i](x), i + 1
                 continue
             traces.append(RunTrace())
-            x = mgrit_run([blocks[j] for j in run], x, self.config, fwd, bwd, traces[-1])
+            x = mgrit_run([blocks[j] for j in run], x, self.config, fwd, bwd, traces[-1], self.team, r)
             i = run[-1] + 1
         return x
 
@@ -169,6 +192,12 @@ class Mgrit(Method):
             metrics |= self.probe()
             metrics["mgrit_probe_seconds"] = time.perf_counter() - t0
         return metrics
+
+
+    def close(self):
+        team = getattr(self, "team", None)
+        if team is not None:
+            team.close()
 
 
 def _combined(norms: list[torch.Tensor]) -> torch.Tensor:

@@ -86,46 +86,53 @@ def _recv(pg, shape, dtype, tag) -> torch.Tensor:
     return t
 
 
+def start_workers(target, worker_args: list[tuple], what: str) -> tuple:
+    """Spawn one process per entry of `worker_args`, running target(rank, world, port, *args) with
+    ranks 1..K (this process is rank 0), and wait until each has joined the store. A worker that
+    dies while starting (its import or set-up failed) fails this at once instead of blocking in
+    the group's rendezvous until the timeout. Returns (store, processes)."""
+    world = len(worker_args) + 1
+    store = dist.TCPStore("127.0.0.1", 0, world, True, timeout=TIMEOUT, wait_for_workers=False)
+    ctx = mp.get_context("spawn")
+    procs = []
+    for k, args in enumerate(worker_args):
+        proc = ctx.Process(target=target, args=(k + 1, world, store.port, *args), daemon=True)
+        proc.start()
+        procs.append(proc)
+    keys = [f"alive{k + 1}" for k in range(len(procs))]
+    deadline = time.monotonic() + TIMEOUT.total_seconds()
+    while not store.check(keys):
+        dead = [(k, p) for k, p in enumerate(procs) if not p.is_alive()]
+        if dead or time.monotonic() > deadline:
+            for proc in procs:
+                proc.terminate()
+            if not dead:
+                raise RuntimeError(f"{what}s did not start in time")
+            k, proc = dead[0]
+            raise RuntimeError(f"{what} {k + 1} exited with code {proc.exitcode} while starting "
+                               f"(a spawned worker re-imports the __main__ script: guard it with "
+                               f"`if __name__ == '__main__':`)")
+        time.sleep(0.05)
+    return store, procs
+
+
+def join_workers(procs) -> None:
+    for proc in procs:
+        proc.join(timeout=30)
+        if proc.is_alive():
+            proc.terminate()
+
+
 class ProcessStages:
     """K spawned workers, one per stage; `threads` intra-op threads each."""
 
     def __init__(self, solver_args: list[tuple], shapes: list[tuple], has_mu: bool, threads: int = 1):
-        world = len(solver_args) + 1
-        store = dist.TCPStore("127.0.0.1", 0, world, True, timeout=TIMEOUT, wait_for_workers=False)
-        ctx = mp.get_context("spawn")
-        self.procs = []
-        for k, args in enumerate(solver_args):
-            # the worker gets its own copy of the stage (the coordinator keeps its modules)
-            args = (copy.deepcopy(args[0]),) + tuple(args[1:])
-            proc = ctx.Process(target=_worker, args=(k + 1, world, store.port, args, shapes[k], has_mu, threads),
-                               daemon=True)
-            proc.start()
-            self.procs.append(proc)
-        self._await_workers(store)
-        self.pg = _group(store.port, 0, world, store)
-        self.store = store
+        # each worker gets its own copy of its stage (the coordinator keeps its modules)
+        worker_args = [((copy.deepcopy(args[0]),) + tuple(args[1:]), shapes[k], has_mu, threads)
+                       for k, args in enumerate(solver_args)]
+        self.store, self.procs = start_workers(_worker, worker_args, "stage worker")
+        self.pg = _group(self.store.port, 0, len(solver_args) + 1, self.store)
         self.n = len(solver_args)
-
-    def _await_workers(self, store) -> None:
-        """Fail at once if a worker dies while starting (its import or set-up failed), instead of
-        blocking in the group's rendezvous until the timeout."""
-        keys = [f"alive{k + 1}" for k in range(len(self.procs))]
-        deadline = time.monotonic() + TIMEOUT.total_seconds()
-        while not store.check(keys):
-            for k, proc in enumerate(self.procs):
-                if not proc.is_alive():
-                    for other in self.procs:
-                        other.terminate()
-                    self.procs = []
-                    raise RuntimeError(f"stage worker {k + 1} exited with code {proc.exitcode} while starting "
-                                       f"(a spawned worker re-imports the __main__ script: guard it with "
-                                       f"`if __name__ == '__main__':`)")
-            if time.monotonic() > deadline:
-                for proc in self.procs:
-                    proc.terminate()
-                self.procs = []
-                raise RuntimeError("stage workers did not start in time")
-            time.sleep(0.05)
 
     def _header(self, rank: int, cmd: int, batch: int = 0, beta: float = 0.0):
         return self.pg.send([torch.tensor([cmd, batch, beta], dtype=torch.float64)], rank, TAG_HEADER)
@@ -172,10 +179,7 @@ class ProcessStages:
                 self._header(k + 1, STOP).wait()
             except RuntimeError:
                 pass  # the worker is already gone
-        for proc in self.procs:
-            proc.join(timeout=30)
-            if proc.is_alive():
-                proc.terminate()
+        join_workers(self.procs)
         self.procs = []
 
     def __deepcopy__(self, memo):

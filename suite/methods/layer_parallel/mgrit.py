@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from suite.methods.layer_parallel.mgrit_placement import LocalPlacement
+from suite.methods.layer_parallel.mgrit_placement import LocalPlacement, memory_format
 
 Step = Callable[[int, int, torch.Tensor], torch.Tensor]  # (from point, to point, value) -> value
 
@@ -309,8 +309,9 @@ class _MgritRun(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out):
-        grad_in, flat_grads, ctx.trace.adjoint = ctx.team.adjoint(ctx.run, ctx.blocks, ctx.states,
-                                                                  grad_out.contiguous(), ctx.bwd)
+        # the adjoint in the states' layout, whatever strides the head's backward produced
+        grad_out = grad_out.contiguous(memory_format=memory_format(ctx.states[0]))
+        grad_in, flat_grads, ctx.trace.adjoint = ctx.team.adjoint(ctx.run, ctx.blocks, ctx.states, grad_out, ctx.bwd)
         ctx.states = None
         grads = []
         for block, flat in zip(ctx.blocks, flat_grads):

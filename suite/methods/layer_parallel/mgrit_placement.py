@@ -34,6 +34,12 @@ def chunk_owners(blocks: int, cfactor: int, ranks: int) -> list[int]:
     return [owner_of_interval[b // cfactor] for b in range(blocks)]
 
 
+def memory_format(t: torch.Tensor) -> torch.memory_format:
+    if t.dim() == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
+
+
 class LocalPlacement:
     """One process does everything (rank 0); moving a value is a no-op."""
     rank = 0
@@ -109,9 +115,11 @@ class RankPlacement:
         self.pending.append((self.pg.send([x], dst, 0), x))
 
     def _recv(self, src: int, like: torch.Tensor) -> torch.Tensor:
+        """Values travel as plain contiguous buffers and arrive in `like`'s memory format (e.g.
+        channels_last, so every rank runs the same kernels as one process would)."""
         buf = torch.empty_like(like, memory_format=torch.contiguous_format)
         self.pg.recv([buf], src, 0).wait()
-        return buf
+        return buf.contiguous(memory_format=memory_format(like))
 
     def flush(self) -> None:
         for work, _ in self.pending:

@@ -25,24 +25,30 @@ import os
 import torch
 
 from suite.methods.layer_parallel.mgrit import Iterations, MgritConfig, run_adjoint, run_forward
-from suite.methods.layer_parallel.mgrit_placement import RankPlacement, chunk_owners
+from suite.methods.layer_parallel.mgrit_placement import RankPlacement, chunk_owners, memory_format
 from suite.methods.layer_parallel.stage_runners import TIMEOUT, _group, join_workers, start_workers
 
 STOP, FORWARD, ADJOINT = 0, 1, 2
 TAG_HEADER, TAG_PARAMS = 1, 2  # tag 0 carries the solver's own messages
-HEADER = 12  # cmd, run, iters, tol, max_iters, ndim, up to 6 dimensions
+HEADER = 13  # cmd, run, iters, tol, max_iters, channels_last, ndim, up to 6 dimensions
 
 
-def _header(cmd: int, run: int = 0, until: Iterations | None = None, shape: tuple = ()) -> torch.Tensor:
+def _header(cmd: int, run: int = 0, until: Iterations | None = None, like: torch.Tensor | None = None) -> torch.Tensor:
     until = until or Iterations()
-    values = [cmd, run, until.iters, until.tol, until.max_iters, len(shape), *shape]
+    shape = tuple(like.shape) if like is not None else ()
+    channels_last = like is not None and memory_format(like) == torch.channels_last
+    values = [cmd, run, until.iters, until.tol, until.max_iters, channels_last, len(shape), *shape]
     return torch.tensor(values + [0] * (HEADER - len(values)), dtype=torch.float64)
 
 
-def _parse(header: torch.Tensor) -> tuple[int, int, Iterations, tuple]:
+def _parse(header: torch.Tensor) -> tuple[int, int, Iterations, torch.Tensor]:
+    """(cmd, run, iteration rule, an empty tensor shaped and laid out like the run's states)"""
     h = header.tolist()
-    ndim = int(h[5])
-    return int(h[0]), int(h[1]), Iterations(int(h[2]), h[3], int(h[4])), tuple(int(d) for d in h[6:6 + ndim])
+    ndim = int(h[6])
+    like = torch.empty(tuple(int(d) for d in h[7:7 + ndim]))
+    if h[5]:
+        like = like.contiguous(memory_format=torch.channels_last)
+    return int(h[0]), int(h[1]), Iterations(int(h[2]), h[3], int(h[4])), like
 
 
 def _flat_params(blocks, owners: list[int], rank: int) -> torch.Tensor:
@@ -71,11 +77,10 @@ def _worker(rank, world, port, runs, owners, config, threads):
     header = torch.empty(HEADER, dtype=torch.float64)
     while True:
         pg.recv([header], 0, TAG_HEADER).wait()
-        cmd, run, until, shape = _parse(header)
+        cmd, run, until, like = _parse(header)
         if cmd == STOP:
             return
         blocks = runs[run]
-        like = torch.empty(shape)
         place = RankPlacement(pg, rank, owners[run], like, adjoint=cmd == ADJOINT)
         if cmd == FORWARD:
             flat = _flat_params(blocks, owners[run], rank)
@@ -109,10 +114,10 @@ class ProcessTeam:
             torch.set_num_threads(before)
 
     def forward(self, run: int, blocks, u0: torch.Tensor, until: Iterations):
-        u0 = u0.detach().contiguous()
+        u0 = u0.detach()
         sends = []  # (work, tensor): each tensor alive until its send completes
         for rank in range(1, self.world):
-            for t, tag in ((_header(FORWARD, run, until, tuple(u0.shape)), TAG_HEADER),
+            for t, tag in ((_header(FORWARD, run, until, u0), TAG_HEADER),
                            (_flat_params(blocks, self.owners[run], rank).contiguous(), TAG_PARAMS)):
                 sends.append((self.pg.send([t], rank, tag), t))
         place = RankPlacement(self.pg, 0, self.owners[run], u0)
@@ -123,7 +128,7 @@ class ProcessTeam:
         return out, states, trace
 
     def adjoint(self, run: int, blocks, states, grad_out: torch.Tensor, until: Iterations):
-        header = _header(ADJOINT, run, until, tuple(grad_out.shape))
+        header = _header(ADJOINT, run, until, grad_out)
         sends = [self.pg.send([header], rank, TAG_HEADER) for rank in range(1, self.world)]
         place = RankPlacement(self.pg, 0, self.owners[run], grad_out, adjoint=True)
         place.share(grad_out, 0, grad_out)

@@ -170,17 +170,18 @@ def validate_grid(cells, data_root) -> None:
 
 
 def cmd_reproduce(args) -> int:
-    from suite.executors import SlurmOptions, run_cells
+    from suite.executors import SlurmOptions, run_cells, warm_up
     from suite.tracking import Tracker
 
     if args.seeds < 1 or args.jobs < 1:
         raise UsageError("--seeds and --jobs must be at least 1")
     experiments = _selected(args.experiments)
     cells = list(dict.fromkeys(c for exp in experiments for c in exp.cells(args.profile, args.seeds)))
+    executor = args.executor or ("pool" if args.jobs > 1 else "inprocess")
+    warm_up(executor, args.jobs)  # starts no compute: pool workers' imports overlap the validation
     validate_grid(cells, args.data_root)
     uri = _tracking_uri(args)
     Tracker(uri)  # creates the store once, before workers race to do it
-    executor = args.executor or ("pool" if args.jobs > 1 else "inprocess")
     slurm = SlurmOptions(args.slurm_partition, args.slurm_time, args.slurm_gpus, args.slurm_array_parallelism)
     print(f"reproduce: {len(experiments)} experiment(s), {len(cells)} cell(s), profile {args.profile}, "
           f"executor {executor}")

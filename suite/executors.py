@@ -13,11 +13,12 @@ import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
-from multiprocessing import get_context
+from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from suite import threads
 from suite.config import Cell, resolve
 from suite.harness import CellResult
 from suite.methods import METHODS
@@ -96,11 +97,42 @@ def _forward_flops(model_name: str, dataset: str) -> float:
 
 
 def estimated_cost(cell: Cell) -> float:
-    """Epochs × training samples × forward FLOPs per sample: enough to order a grid longest first
-    (methods differ by small factors; models and run lengths by orders of magnitude)."""
-    train = resolve(cell).train
-    samples = (train.train_subset or 50_000) * train.train_fraction
-    return train.epochs * samples * _forward_flops(cell.model, cell.dataset)
+    """Epochs × training samples × forward FLOPs per sample × the method's relative step cost:
+    enough to order a grid longest first (models and run lengths differ by orders of magnitude,
+    most methods by small factors, MGRIT by several)."""
+    cfg = resolve(cell)
+    samples = (cfg.train.train_subset or 50_000) * cfg.train.train_fraction
+    method = METHODS[cell.method]
+    return cfg.train.epochs * samples * _forward_flops(cell.model, cell.dataset) * method.relative_cost(cfg.hparams)
+
+
+def thread_budget(cpus: int, jobs: int, remaining: int) -> int:
+    """Intra-op threads per running cell when `remaining` cells are left for `jobs` workers."""
+    return max(1, cpus // max(1, min(jobs, remaining)))
+
+
+# what a pool worker needs imported: torch, mlflow, the harness (a few seconds on 2 cores)
+POOL_PRELOAD = ["suite.harness", "suite.executors"]
+
+
+def _pool_context():
+    """Workers forked from a fork server that has the suite imported once (spawn where there is
+    no fork server, e.g. Windows). Forking the server, not this process, keeps the workers clear
+    of this process's thread pools."""
+    if "forkserver" not in get_all_start_methods():
+        return get_context("spawn")
+    ctx = get_context("forkserver")
+    ctx.set_forkserver_preload(POOL_PRELOAD)
+    return ctx
+
+
+def warm_up(executor: str, jobs: int) -> None:
+    """Start the pool's fork server now, so its imports overlap what the caller does before
+    `run_cells` (grid validation, store set-up) instead of delaying the first cell."""
+    if executor == "pool" and jobs > 1 and "forkserver" in get_all_start_methods():
+        from multiprocessing import forkserver
+        _pool_context()
+        forkserver.ensure_running()
 
 
 def _pool(cells, uri, jobs, data_root, progress, on_result):
@@ -108,19 +140,25 @@ def _pool(cells, uri, jobs, data_root, progress, on_result):
     cells = sorted(cells, key=estimated_cost, reverse=True)
     single = [c for c in cells if workers_needed(c) == 1]
     multi = [c for c in cells if workers_needed(c) > 1]
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    cpus = os.cpu_count() or 1
+    ctx = _pool_context()
+    # work-conserving threads: cpus/jobs each while every worker is busy, more when fewer cells
+    # remain than workers (the running ones follow the shared budget at their next step)
+    budget = ctx.RawValue("i", thread_budget(cpus, jobs, len(single)))
     results = []
     bar = tqdm(total=len(cells), desc=f"grid ({jobs} jobs)", disable=not progress)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(_run_one, c, uri, data_root, threads) for c in single]
-        for fut in as_completed(futures):
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=threads.follow,
+                             initargs=(budget,)) as pool:
+        futures = [pool.submit(_run_one, c, uri, data_root) for c in single]
+        for remaining, fut in enumerate(as_completed(futures), start=1):
+            budget.value = thread_budget(cpus, jobs, len(single) - remaining)
             results.append(fut.result())
             on_result(results[-1])
             bar.update()
-    for cell in multi:  # they start their own worker processes: one at a time, all cores
-        results.append(_run_one(cell, uri, data_root))
-        on_result(results[-1])
-        bar.update()
+        for cell in multi:  # they start their own worker processes: one at a time, all cores, while
+            results.append(_run_one(cell, uri, data_root))  # the idle pool workers wind down
+            on_result(results[-1])
+            bar.update()
     bar.close()
     return results
 

@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from suite import threads
 from suite.checkpoint import save_checkpoint
 from suite.config import Cell, RunConfig, resolve
 from suite.data import DataBundle, build_data
@@ -138,7 +139,9 @@ def _train(cfg: RunConfig, method: Method, model, data: DataBundle, handle: RunH
         metrics = {("train_acc" if k == "correct" else "train_" + k if k == "loss" else k): v.item() / seen
                    for k, v in sums.items()}
         metrics |= {k: float(v) for k, v in extra.items()}
-        metrics |= {"epoch_time": epoch_time, "train_time": train_time, "images_per_s": seen / epoch_time}
+        metrics |= {"epoch_time": epoch_time, "train_time": train_time, "images_per_s": seen / epoch_time,
+                    "threads": float(torch.get_num_threads())}
+        threads.apply()
         metrics |= evaluate(method, data, "test")
         if data.val is not None:
             metrics |= evaluate(method, data, "val")
@@ -174,6 +177,7 @@ def train_epoch(method: Method, data: DataBundle, seed: int, epoch: int, device,
     window: list[torch.Tensor] = []
     seconds, seen, steps = 0.0, 0, 0
     for batch in data.train_batches(seed, epoch):
+        threads.apply()  # off the clock: a pool may hand this cell idle cores
         t0 = time.perf_counter()
         out = method.train_step(batch)
         _sync(device)

@@ -72,6 +72,12 @@ class Method:
     def workers(cls, hparams: Any) -> int:
         return 1
 
+    @classmethod
+    def relative_cost(cls, hparams: Any) -> float:
+        """Rough cost of a training step relative to `bp`'s on the same model: only for ordering a
+        grid longest first (executors), never reported."""
+        return 1.0
+
     def check(self, model: StagedModel, data: DataBundle) -> str | None:
         return None
 

@@ -232,7 +232,7 @@ def scaling_figure(ctx, runs: pd.DataFrame, hist: pd.DataFrame) -> None:
         ax.axhline(bp_time, color=PALETTE["bp"], lw=1.2, ls="--", label="bp (1 process)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
-    ax.set(xlabel="processes P (this machine's 2 cores)", ylabel="s / epoch (measured)",
+    ax.set(xlabel="processes P on 2 cores (P = 1: 2 threads; P = 2: 1 thread each)", ylabel="s / epoch (measured)",
            title="MEASURED: P processes, this machine")
     ax.legend(fontsize=7)
     ctx.save_figure(fig, "scaling", "modelled",

@@ -26,7 +26,7 @@ import torch
 
 from suite.methods.layer_parallel.mgrit import Iterations, MgritConfig, run_adjoint, run_forward
 from suite.methods.layer_parallel.mgrit_placement import RankPlacement, chunk_owners, memory_format
-from suite.methods.layer_parallel.stage_runners import TIMEOUT, _group, join_workers, start_workers
+from suite.methods.layer_parallel.stage_runners import TIMEOUT, _group, start_workers, stop_workers
 
 STOP, FORWARD, ADJOINT = 0, 1, 2
 TAG_HEADER, TAG_PARAMS = 1, 2  # tag 0 carries the solver's own messages
@@ -138,14 +138,9 @@ class ProcessTeam:
         return result
 
     def close(self) -> None:
-        if not self.procs:
-            return
-        for rank in range(1, self.world):
-            try:
-                self.pg.send([_header(STOP)], rank, TAG_HEADER).wait()
-            except RuntimeError:
-                pass  # the worker is already gone
-        join_workers(self.procs)
+        if self.procs:
+            stop = _header(STOP)
+            stop_workers(self.procs, lambda rank: self.pg.send([stop], rank, TAG_HEADER))
         self.procs = []
 
     def __deepcopy__(self, memo):

@@ -116,7 +116,14 @@ def start_workers(target, worker_args: list[tuple], what: str) -> tuple:
     return store, procs
 
 
-def join_workers(procs) -> None:
+def stop_workers(procs, send_stop) -> None:
+    """Ask ranks 1..K to stop (send_stop(rank) returns the send's Work), then join them; a worker
+    already gone is skipped, one that does not exit in 30 s is terminated."""
+    for rank in range(1, len(procs) + 1):
+        try:
+            send_stop(rank).wait()
+        except RuntimeError:
+            pass  # the worker is already gone
     for proc in procs:
         proc.join(timeout=30)
         if proc.is_alive():
@@ -172,14 +179,8 @@ class ProcessStages:
                     t.copy_(buf.view_as(t))
 
     def close(self) -> None:
-        if not self.procs:
-            return
-        for k in range(self.n):
-            try:
-                self._header(k + 1, STOP).wait()
-            except RuntimeError:
-                pass  # the worker is already gone
-        join_workers(self.procs)
+        if self.procs:
+            stop_workers(self.procs, lambda rank: self._header(rank, STOP))
         self.procs = []
 
     def __deepcopy__(self, memo):

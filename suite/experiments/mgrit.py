@@ -66,14 +66,22 @@ def grid(profile: str, seeds: int) -> list[Cell]:
 
 # -- reading runs back ----------------------------------------------------------------------------
 
-def variant(row: pd.Series) -> str:
+def solve_label(row: pd.Series) -> str:
+    """How the run computes its gradient: the method, or MGRIT's iteration rule."""
     if row["method"] != "mgrit":
         return row["method"]
     tol = float(hparam(row, "tol"))
-    label = (f"mgrit tol {tol:g}" if tol > 0 else
-             f"mgrit {float(hparam(row, 'fwd_iters')):g}+{float(hparam(row, 'bwd_iters')):g} it")
-    processes = int(float(hparam(row, "workers", 1)))
-    return label if processes == 1 else f"{label}, {processes} proc"
+    return (f"mgrit tol {tol:g}" if tol > 0 else
+            f"mgrit {float(hparam(row, 'fwd_iters')):g}+{float(hparam(row, 'bwd_iters')):g} it")
+
+
+def processes(row: pd.Series) -> int:
+    return int(float(hparam(row, "workers", 1)))
+
+
+def variant(row: pd.Series) -> str:
+    label, n = solve_label(row), processes(row)
+    return label if n == 1 else f"{label}, {n} proc"
 
 
 PER_EPOCH = ["test_acc", "train_time", "epoch_time", "train_loss", "mgrit_probe_seconds", "mgrit_fwd_residual",
@@ -87,10 +95,11 @@ def labelled_runs(ctx) -> tuple[pd.DataFrame, pd.DataFrame]:
     if runs.empty:
         return runs, pd.DataFrame()
     runs = with_variants(runs, variant, ORDER)
+    runs["solve"], runs["processes"] = runs.apply(solve_label, axis=1), runs.apply(processes, axis=1)
     probe_keys = sorted({c[2:] for c in runs.columns if c.startswith("m.mgrit_probe_")} - {"mgrit_probe_seconds"})
     speed_keys = sorted(c[2:] for c in runs.columns if c.startswith("m.modelled_speedup_p"))
     hist = ctx.history(PER_EPOCH + probe_keys + speed_keys, runs)
-    hist = hist.merge(runs[["run_id", "variant"]], on="run_id", how="left")
+    hist = hist.merge(runs[["run_id", "variant", "processes"]], on="run_id", how="left")
     wide = hist.pivot_table(index=["run_id", "step"], columns="key", values="value")
     probe = wide["mgrit_probe_seconds"].fillna(0.0) if "mgrit_probe_seconds" in wide else 0.0 * wide["epoch_time"]
     net = pd.DataFrame({"epoch_time": wide["epoch_time"] - probe,
@@ -203,7 +212,7 @@ def residual_figure(ctx, hist: pd.DataFrame) -> None:
 
 
 def scaling_figure(ctx, runs: pd.DataFrame, hist: pd.DataFrame) -> None:
-    sub = hist[hist.key.str.startswith("modelled_speedup_p") & ~hist.variant.str.contains(", ")].copy()
+    sub = hist[hist.key.str.startswith("modelled_speedup_p") & (hist.processes == 1)].copy()
     if sub.empty:  # (the P-process runs model the same critical path as their 1-process twins)
         return
     sub["workers"] = sub.key.map(lambda k: int(k.removeprefix("modelled_speedup_p")))
@@ -221,10 +230,8 @@ def scaling_figure(ctx, runs: pd.DataFrame, hist: pd.DataFrame) -> None:
            title="MODELLED: critical path of the ODE run")
     ax.legend(fontsize=7)
     ax = axes[1]
-    measured = runs.assign(processes=runs.variant.map(lambda v: int(v.split(", ")[1].split()[0]) if ", " in v else 1),
-                           solve=runs.variant.map(lambda v: v.split(", ")[0]))
-    bp_time = measured.loc[measured.variant == "bp", "m.epoch_time"].mean()
-    measured = measured[measured.variant != "bp"].groupby(["solve", "processes"], as_index=False)["m.epoch_time"].mean()
+    bp_time = runs.loc[runs.method == "bp", "m.epoch_time"].mean()
+    measured = runs[runs.method != "bp"].groupby(["solve", "processes"], as_index=False)["m.epoch_time"].mean()
     solves = [v for v in ORDER if v in set(measured.solve)]
     sns.lineplot(measured, x="processes", y="m.epoch_time", hue="solve", style="solve", hue_order=solves,
                  style_order=solves, markers=True, ax=ax, palette=[PALETTE[v] for v in solves])

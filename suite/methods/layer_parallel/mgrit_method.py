@@ -77,7 +77,7 @@ class Mgrit(Method):
 
     @classmethod
     def relative_cost(cls, hparams) -> float:
-        """≈ 1 + the solves' iterations (quick run: 2.9× bp for 1+1, 3.3× for 2+1, 6.7× for tol 1e-6,
+        """≈ 1 + the solves' iterations (quick run: 2.7× bp for 1+1, 3.4× for 2+1, 6.8× for tol 1e-6,
         which took 4+4 iterations); a tolerance is counted as 4 + 4."""
         return 1.0 + (8 if hparams.tol > 0 else hparams.fwd_iters + hparams.bwd_iters)
 

@@ -8,12 +8,13 @@ sample over-weights the few multi-process cells, which run alone in both modes. 
 fresh tracking store, so nothing is cached, and pays for its own start-up (imports, data) and
 its report-free end, which the ratio includes.
 
-Why the ratio is small on 2 cores: the conv nets' training steps already use both cores in one
-process (intra-op threads scale 1.76–1.9× from 1 to 2 threads for the cnn and ResNet-20 here,
-and two concurrent 1-thread cells slow each other by ≈ 13% through shared memory bandwidth), so
-two workers gain mostly on what one process does serially — model building, FLOP probes,
-logging, small models that do not scale with threads — minus the workers' start-up (overlapped
-with grid validation by the fork server) and the grid's tail (filled by the thread budget).
+Every run fixes its own intra-op thread count (the run setting `threads`, 1 by default), so
+`--jobs` changes only how many cells run at once, never what they compute: the benchmark also
+checks that both runs logged bitwise-identical final accuracies and losses. With one thread per
+cell, `--jobs 1` leaves the second core idle and `--jobs 2` can approach 2×, less what two
+concurrent cells cost each other through shared memory bandwidth (≈ 13% here), the workers'
+start-up (overlapped with grid validation by the fork server), and the grid's tail (the
+multi-process cells run alone, after the others).
 """
 
 from __future__ import annotations
@@ -46,26 +47,36 @@ DRIVER = textwrap.dedent("""
 STRIDE = int(os.environ.get("BPSUITE_BENCH_JOBS_STRIDE", "1"))
 
 
-def reproduce_seconds(jobs: int, stride: int = STRIDE) -> float:
+def reproduce_seconds(jobs: int, stride: int = STRIDE) -> tuple[float, dict[str, tuple]]:
+    """Wall time of the run, and each cell's (status, final test accuracy, final train loss)."""
+    from suite.tracking import Tracker
+
     with tempfile.TemporaryDirectory() as tmp:
         script = Path(tmp) / "driver.py"
         script.write_text(DRIVER)
         t0 = time.perf_counter()
         done = subprocess.run([sys.executable, str(script), "--jobs", str(jobs)], cwd=tmp, capture_output=True,
                               env=os.environ | {"PYTHONPATH": str(REPO), "BENCH_STRIDE": str(stride)}, text=True)
+        seconds = time.perf_counter() - t0
         if done.returncode:
             raise RuntimeError(f"reproduce --jobs {jobs} failed:\n{done.stderr[-3000:]}")
-        return time.perf_counter() - t0
+        runs = Tracker(f"sqlite:///{Path(tmp) / 'mlruns.db'}").runs_frame()
+        finals = {row.cell_hash: (row.status, row.get("m.test_acc"), row.get("m.train_loss"))
+                  for row in runs.itertuples(index=False)} if len(runs) else {}
+        return seconds, finals
 
 
 def main() -> None:
     from suite.experiments import EXPERIMENTS
 
     n = len([c for e in EXPERIMENTS.values() for c in e.cells("quick")][::STRIDE])
-    one, two = reproduce_seconds(1), reproduce_seconds(2)
+    (one, finals_one), (two, finals_two) = reproduce_seconds(1), reproduce_seconds(2)
     grid = "the whole quick profile" if STRIDE == 1 else f"every {STRIDE}th cell of the quick profile"
     print(f"  reproduce --jobs 1: {one:.1f} s, --jobs 2: {two:.1f} s ({n} cells: {grid})")
-    report_ratio("reproduce time --jobs 1 / --jobs 2 (same grid)", one / two, "> 1", one / two > 1)
+    same = finals_one == finals_two and len(finals_one) > 0
+    print(f"  identical status, final test accuracy and train loss in every cell: {'yes' if same else 'NO'} "
+          f"({len(finals_one)} cells)")
+    report_ratio("reproduce time --jobs 1 / --jobs 2 (same grid)", one / two, "> 1", one / two > 1 and same)
 
 
 if __name__ == "__main__":

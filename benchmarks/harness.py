@@ -52,7 +52,7 @@ def bp_method(data: DataBundle):
 def harness_overhead(steps: int = 12) -> None:
     data = bundle(128 * steps, 128)
     harness_method, hand_method = bp_method(data), bp_method(data)
-    model, opt = hand_method.model, hand_method.opt
+    model, opt = hand_method.model, hand_method.optim.opt
 
     def through_harness():
         train_epoch(harness_method, data, 0, 0, torch.device("cpu"), check_every=25)

@@ -31,17 +31,32 @@ class TrainConfig:
                          choices=("auto", "none", "crop", "crop-flip"))
     channels_last: bool = param(True, "channels_last memory format for 4-D inputs (faster convs on CPU)")
     device: str = param("auto", "auto = cuda when available", choices=("auto", "cpu", "cuda"))
-    check_every: int = param(25, "steps between non-finite loss checks (no per-step sync)", low=1)
+    check_every: int = param(25, "steps per divergence check (one sync per window, not per step)", low=1)
+    diverge_factor: float = param(10.0, "a run is `diverged` when a check window's mean training loss "
+                                  "exceeds this multiple of the first window's mean (or any loss is "
+                                  "non-finite); 0 = only non-finite losses", low=0.0)
+    threads: int = param(1, "intra-op CPU threads of the run, fixed for its whole life (accuracy "
+                         "depends on it: reductions are summed in a thread-count-dependent order)", low=1)
+    probe_samples: int = param(256, "training samples held out as the probe split for methods' "
+                               "diagnostics (at most a tenth of the training set)", low=0)
+    init: str = param("default", "weight initialisation: the model's own (default) or Xavier-uniform "
+                      "weights and zero biases on every conv/linear layer (BioTorch's configs)",
+                      choices=("default", "xavier"))
+    eval_test: bool = param(True, "evaluate the test split after every epoch; tuning trials set it "
+                            "false, so that a study never reads the test split")
     measure_flops: bool = param(True, "count FLOPs of one training step (off the clock)")
     save_checkpoint: bool = param(False, "log the final weights (a state dict, model.pt) with the run")
 
 
 # Values each profile sets on top of the TrainConfig defaults. `smoke`: every cell in seconds;
-# `quick`: real MNIST, small models, minutes on 2 CPU cores; `paper`: the papers' settings (GPU).
+# `quick`: real MNIST, small models, minutes on 2 CPU cores; `verify`: real MNIST at a budget that
+# decides each claim (full training set, epochs until BP has converged, ≥ 3 seeds; hours on 2 CPU
+# cores); `paper`: the papers' settings (CIFAR, full epochs; a GPU is expected).
 PROFILES: dict[str, dict[str, Any]] = {
     "smoke": {"epochs": 1, "batch_size": 32, "train_subset": 128, "test_subset": 128,
-              "eval_batch_size": 128, "measure_flops": False},
+              "eval_batch_size": 128, "measure_flops": False, "probe_samples": 12},
     "quick": {"epochs": 3, "batch_size": 128, "train_subset": 6000, "test_subset": 2000},
+    "verify": {"epochs": 10, "batch_size": 128},
     "paper": {"epochs": 164, "batch_size": 128},
 }
 

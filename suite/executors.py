@@ -4,24 +4,26 @@ Every executor calls the same `harness.run_cell`; cells are independent, and the
 decides which are still to do (a rerun redoes only what is not complete). A cell whose method
 needs K processes (`Method.workers`) reserves K slots: the pool runs such cells one at a time
 after the single-process ones, and Slurm jobs ask for K CPUs (or GPUs) per task.
+
+Scheduling never changes what a cell computes: each run fixes its own intra-op thread count
+(the run setting `threads`), so `--jobs 1` and `--jobs N` give bitwise-identical results; `--jobs`
+only decides how many cells run at once. When the command is interrupted or terminated, the
+pool's workers are terminated with it (their runs end as `killed`).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_all_start_methods, get_context
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from suite import threads
 from suite.config import Cell, resolve
 from suite.harness import CellResult
 from suite.methods import METHODS
+from suite.progress import GridProgress
 
 EXECUTORS = ("inprocess", "pool", "slurm", "submitit-local")
 
@@ -39,16 +41,21 @@ def workers_needed(cell: Cell) -> int:
     return METHODS[cell.method].workers(resolve(cell).hparams)
 
 
-def _run_one(cell: Cell, tracking_uri: str, data_root, threads: int = 0) -> CellResult:
-    """Entry point in a worker process (pool or Slurm): its own tracker, its own thread budget."""
-    import torch
-
+def _run_one(cell: Cell, tracking_uri: str, data_root) -> CellResult:
+    """Entry point in a worker process (pool or Slurm): its own tracker; the run sets its threads."""
     from suite.harness import run_cell
     from suite.tracking import Tracker
 
-    if threads:
-        torch.set_num_threads(threads)
     return run_cell(cell, Tracker(tracking_uri), data_root=data_root)
+
+
+def terminate_as_interrupt() -> None:
+    """SIGTERM (a process manager, a Slurm job's end, the pool shutting down) raises
+    KeyboardInterrupt like Ctrl-C, so the harness logs the run as `killed` and children end."""
+    import signal
+    import threading
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def run_cells(cells: Sequence[Cell], tracking_uri: str, *, executor: str = "inprocess", jobs: int = 1,
@@ -57,25 +64,37 @@ def run_cells(cells: Sequence[Cell], tracking_uri: str, *, executor: str = "inpr
     if executor not in EXECUTORS:
         from suite.errors import unknown_name
         raise unknown_name("executor", executor, EXECUTORS)
-    on_result = on_result or (lambda r: None)
-    if executor == "inprocess":
-        return _inprocess(cells, tracking_uri, data_root, progress, on_result)
-    if executor == "pool":
-        return _pool(cells, tracking_uri, jobs, data_root, progress, on_result)
-    return _submitit(cells, tracking_uri, data_root, slurm or SlurmOptions(), executor == "submitit-local", on_result)
+    if executor == "pool":  # longest first, so the last cells to finish are short ones
+        cells = sorted(cells, key=estimated_cost, reverse=True)
+    report = None
+    if progress:
+        report = GridProgress([c.label for c in cells], [estimated_cost(c) for c in cells], jobs=jobs)
+
+    def done(result: CellResult) -> None:
+        if report is not None:
+            report.update(result)
+        if on_result is not None:
+            on_result(result)
+
+    try:
+        if executor == "inprocess":
+            return _inprocess(cells, tracking_uri, data_root, done)
+        if executor == "pool":
+            return _pool(cells, tracking_uri, jobs, data_root, done)
+        return _submitit(cells, tracking_uri, data_root, slurm or SlurmOptions(), executor == "submitit-local", done)
+    finally:
+        if report is not None:
+            report.close()
 
 
-def _inprocess(cells, uri, data_root, progress, on_result):
+def _inprocess(cells, uri, data_root, done):
     from suite.harness import run_cell
     from suite.tracking import Tracker
 
     tracker, results = Tracker(uri), []
-    bar = tqdm(cells, desc="grid", disable=not progress)
-    for cell in bar:
-        bar.set_postfix_str(cell.label)
-        result = run_cell(cell, tracker, data_root=data_root, progress=progress)
-        on_result(result)
-        results.append(result)
+    for cell in cells:
+        results.append(run_cell(cell, tracker, data_root=data_root))
+        done(results[-1])
     return results
 
 
@@ -106,11 +125,6 @@ def estimated_cost(cell: Cell) -> float:
     return cfg.train.epochs * samples * _forward_flops(cell.model, cell.dataset) * method.relative_cost(cfg.hparams)
 
 
-def thread_budget(cpus: int, jobs: int, remaining: int) -> int:
-    """Intra-op threads per running cell when `remaining` cells are left for `jobs` workers."""
-    return max(1, cpus // max(1, min(jobs, remaining)))
-
-
 # what a pool worker needs imported: torch, mlflow, the harness (a few seconds on 2 cores)
 POOL_PRELOAD = ["suite.harness", "suite.executors"]
 
@@ -135,35 +149,30 @@ def warm_up(executor: str, jobs: int) -> None:
         forkserver.ensure_running()
 
 
-def _pool(cells, uri, jobs, data_root, progress, on_result):
-    # longest first, so the last cells to finish are short ones and no worker idles at the end
-    cells = sorted(cells, key=estimated_cost, reverse=True)
+def _pool(cells, uri, jobs, data_root, done):
     single = [c for c in cells if workers_needed(c) == 1]
     multi = [c for c in cells if workers_needed(c) > 1]
-    cpus = os.cpu_count() or 1
-    ctx = _pool_context()
-    # work-conserving threads: cpus/jobs each while every worker is busy, more when fewer cells
-    # remain than workers (the running ones follow the shared budget at their next step)
-    budget = ctx.RawValue("i", thread_budget(cpus, jobs, len(single)))
     results = []
-    bar = tqdm(total=len(cells), desc=f"grid ({jobs} jobs)", disable=not progress)
-    with ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=threads.follow,
-                             initargs=(budget,)) as pool:
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_pool_context(), initializer=terminate_as_interrupt)
+    try:
         futures = [pool.submit(_run_one, c, uri, data_root) for c in single]
-        for remaining, fut in enumerate(as_completed(futures), start=1):
-            budget.value = thread_budget(cpus, jobs, len(single) - remaining)
+        for fut in as_completed(futures):
             results.append(fut.result())
-            on_result(results[-1])
-            bar.update()
+            done(results[-1])
         for cell in multi:  # they start their own worker processes: one at a time, all cores, while
             results.append(_run_one(cell, uri, data_root))  # the idle pool workers wind down
-            on_result(results[-1])
-            bar.update()
-    bar.close()
+            done(results[-1])
+    except BaseException:
+        # interrupted, terminated or failed: the workers must not outlive the command
+        for proc in list(getattr(pool, "_processes", {}).values()):
+            proc.terminate()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
     return results
 
 
-def _submitit(cells, uri, data_root, opts: SlurmOptions, local: bool, on_result):
+def _submitit(cells, uri, data_root, opts: SlurmOptions, local: bool, done):
     import submitit
 
     results = []
@@ -181,5 +190,5 @@ def _submitit(cells, uri, data_root, opts: SlurmOptions, local: bool, on_result)
         jobs = ex.map_array(_run_one, group, [uri] * len(group), [data_root] * len(group))
         for job in jobs:
             results.append(job.result())
-            on_result(results[-1])
+            done(results[-1])
     return results

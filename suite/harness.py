@@ -1,9 +1,16 @@
 """Runs one cell: seed, build data/model/method, train for the budget, evaluate off the clock, log.
 
-The harness knows no method by name. Only `train_step` and `end_epoch` are on the clock; every
-method of a cell starts from the same weights (seeded by seed + model name) and sees the same
-batches. A non-finite loss ends the run as `diverged` with its step; exceptions end it as
-`failed`; Ctrl-C as `killed`. Nothing is logged before the inputs have been validated.
+The harness knows no method by name. Timing contract: `train_step` and `end_epoch` are training
+work and on the clock (`epoch_time`, summed into `train_time`, the end-to-end figure every speed
+column uses); `diagnostics` and evaluation are off it (`diag_time` records what the diagnostics
+cost). Methods with phases name each epoch's phase, and its training time is summed per phase
+(`phase_time.<name>`, `phase_epochs.<name>`).
+
+Every method of a cell starts from the same weights (seeded by seed + model name), sees the same
+batches and runs with the same, fixed intra-op thread count (`threads`). A loss that is
+non-finite or grows past the divergence bound ends the run as `diverged` with its step;
+exceptions end it as `failed`; Ctrl-C as `killed`. Nothing is logged before every setting has
+been validated, and the method only ever sees the training view of the data (no test split).
 """
 
 from __future__ import annotations
@@ -19,13 +26,13 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from suite import threads
 from suite.checkpoint import save_checkpoint
 from suite.config import Cell, RunConfig, resolve
 from suite.data import DataBundle, build_data
 from suite.measure import param_count, probe_step, process_peak_rss_mb
 from suite.methods import METHODS, Context, Method
 from suite.models import build_model
+from suite.models.init import initialise
 from suite.provenance import git_commit, hardware, package_versions
 from suite.tracking import RunHandle, Tracker
 
@@ -57,18 +64,36 @@ def prepare(cfg: RunConfig, data_root=None):
     device = pick_device(cfg.train.device)
     data = build_data(cfg.cell.dataset, cfg.train, device, data_root)
     torch.manual_seed(init_seed(cfg.cell.seed, cfg.cell.model))
-    model = build_model(cfg.cell.model, data.input_shape, data.num_classes).to(device)
+    model = initialise(build_model(cfg.cell.model, data.input_shape, data.num_classes), cfg.train.init).to(device)
     if cfg.train.channels_last and len(data.input_shape) == 3:
         model = model.to(memory_format=torch.channels_last)
     method = METHODS[cfg.cell.method](cfg.hparams)
-    method.validate(model)
+    method.reject_settings(model, cfg.train)
     return device, data, model, method
+
+
+class fixed_threads:
+    """The run's intra-op thread count for the life of the run, whatever the caller had."""
+
+    def __init__(self, n: int):
+        self.n, self.before = n, torch.get_num_threads()
+
+    def __enter__(self):
+        torch.set_num_threads(self.n)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.before)
 
 
 def run_cell(cell: Cell, tracker: Tracker, *, data_root=None, progress: bool = False) -> CellResult:
     cfg = resolve(cell)
     if tracker.completed(cfg.cell_hash):
         return CellResult(cell, "cached")
+    with fixed_threads(cfg.train.threads):
+        return _run_claimed(cell, cfg, tracker, data_root, progress)
+
+
+def _run_claimed(cell: Cell, cfg: RunConfig, tracker: Tracker, data_root, progress: bool) -> CellResult:
     device, data, model, method = prepare(cfg, data_root)
     handle = tracker.claim(cfg.cell_hash, _tags(cfg, device), run_name=cell.label)
     if handle is None:
@@ -76,7 +101,7 @@ def run_cell(cell: Cell, tracker: Tracker, *, data_root=None, progress: bool = F
     handle.log_params(cfg.flat_params())
     handle.log_json("config.json", cfg.as_dict())
     try:
-        reason = method.check(model, data)
+        reason = method.skip_reason(model, data.training_view())
         if reason:
             handle.finish("skipped", reason)
             return CellResult(cell, "skipped", handle.run_id, reason)
@@ -113,7 +138,7 @@ def _train(cfg: RunConfig, method: Method, model, data: DataBundle, handle: RunH
     seed, epochs = cfg.cell.seed, cfg.train.epochs
     ctx = Context(device=device, generator=torch.Generator().manual_seed(init_seed(seed, cfg.cell.method)),
                   seed=seed, epochs=epochs, steps_per_epoch=data.steps_per_epoch,
-                  num_classes=data.num_classes, data=data, log_artifact=handle.log_text)
+                  num_classes=data.num_classes, data=data.training_view(), log_artifact=handle.log_text)
     method.setup(model, ctx)
 
     run_metrics = {"params": float(param_count(model)), "train_samples": float(len(data.train))}
@@ -121,13 +146,17 @@ def _train(cfg: RunConfig, method: Method, model, data: DataBundle, handle: RunH
         run_metrics |= probe_step(method, next(data.train_batches(seed, 0)))
     handle.log_metrics(run_metrics)
 
-    step, train_time, final = 0, 0.0, {}
+    step, train_time, diag_time, final = 0, 0.0, 0.0, {}
+    phase_time: dict[str, float] = {}
+    phase_epochs: dict[str, int] = {}
+    monitor = DivergenceMonitor(cfg.train.diverge_factor)
     bar = tqdm(range(epochs), desc=cfg.cell.label, disable=not progress, leave=False)
     for epoch in bar:
-        stats = train_epoch(method, data, seed, epoch, device, cfg.train.check_every, step)
+        phase = method.phase(epoch)  # asked before the epoch: end_epoch may switch phases
+        stats = train_epoch(method, data, seed, epoch, device, cfg.train.check_every, step, monitor)
         step += stats.steps
         if stats.diverged_step is not None:
-            return _diverged(handle, stats.diverged_step, epoch)
+            return _diverged(handle, stats.diverged_step, epoch, monitor)
         sums, seen, epoch_time = stats.sums, stats.seen, stats.seconds
 
         t0 = time.perf_counter()
@@ -136,17 +165,27 @@ def _train(cfg: RunConfig, method: Method, model, data: DataBundle, handle: RunH
         epoch_time += time.perf_counter() - t0
         train_time += epoch_time
 
+        t0 = time.perf_counter()
+        extra = extra | method.diagnostics(epoch)
+        _sync(device)
+        diag_time += time.perf_counter() - t0
+
         metrics = {("train_acc" if k == "correct" else "train_" + k if k == "loss" else k): v.item() / seen
                    for k, v in sums.items()}
         metrics |= {k: float(v) for k, v in extra.items()}
         metrics |= {"epoch_time": epoch_time, "train_time": train_time, "images_per_s": seen / epoch_time,
-                    "threads": float(torch.get_num_threads())}
-        threads.apply()
-        metrics |= evaluate(method, data, "test")
+                    "diag_time": diag_time}
+        if phase is not None:
+            phase_time[phase] = phase_time.get(phase, 0.0) + epoch_time
+            phase_epochs[phase] = phase_epochs.get(phase, 0) + 1
+            metrics |= {f"phase_time.{phase}": phase_time[phase], f"phase_epochs.{phase}": float(phase_epochs[phase])}
+        if cfg.train.eval_test:
+            metrics |= evaluate(method, data, "test")
         if data.val is not None:
             metrics |= evaluate(method, data, "val")
         handle.log_metrics(metrics, step=epoch)
-        bar.set_postfix(loss=f"{metrics['train_loss']:.3f}", test_acc=f"{metrics['test_acc']:.3f}")
+        bar.set_postfix(loss=f"{metrics['train_loss']:.3f}",
+                        **{k: f"{metrics[k]:.3f}" for k in ("test_acc", "val_acc") if k in metrics})
         final = metrics
     summary = {"peak_rss_mb": process_peak_rss_mb(), "steps": float(step)}
     if "flops_per_step" in run_metrics and step:
@@ -160,6 +199,42 @@ def _train(cfg: RunConfig, method: Method, model, data: DataBundle, handle: RunH
     return "finished", None, final | summary
 
 
+class DivergenceMonitor:
+    """Decides when a run has diverged, one check window (`check_every` steps) at a time.
+
+    Rule (a suite rule, not a paper's): a loss that is not finite diverges at once; otherwise the
+    reference is the median training loss of the run's first window, and a window whose mean loss
+    exceeds `factor` × reference diverges at its first step above that bound. A healthy run starts
+    near ln(classes) and falls; a factor of 10 flags the blow-ups (losses of 1e3–1e10 within a few
+    hundred steps) that would otherwise end as "finished" at chance accuracy. factor 0 checks only
+    for non-finite losses.
+    """
+
+    def __init__(self, factor: float):
+        self.factor = factor
+        self.reference: float | None = None
+
+    def first_bad(self, window: list[torch.Tensor]) -> int | None:
+        losses = torch.stack(window).double()
+        finite = torch.isfinite(losses)
+        if not bool(finite.all()):
+            return int((~finite).nonzero()[0, 0])
+        if not self.factor:
+            return None
+        if self.reference is None:
+            self.reference = float(losses.median())
+        bound = self.factor * self.reference
+        if float(losses.mean()) > bound:
+            return int((losses > bound).nonzero()[0, 0])
+        return None
+
+    def describe(self, step: int) -> str:
+        if self.reference is None or not self.factor:
+            return f"non-finite loss at step {step}"
+        return (f"loss non-finite or above {self.factor:g}× the first window's median "
+                f"({self.reference:.3g}) at step {step}")
+
+
 @dataclass
 class EpochStats:
     sums: dict[str, torch.Tensor]
@@ -169,15 +244,15 @@ class EpochStats:
     diverged_step: int | None = None
 
 
-def train_epoch(method: Method, data: DataBundle, seed: int, epoch: int, device, check_every: int,
-                first_step: int = 0) -> EpochStats:
-    """One pass over the epoch's batches; only `train_step` is timed. Losses are checked for
-    non-finite values every `check_every` steps (one sync per window, not per step)."""
+def train_epoch(method: Method, data, seed: int, epoch: int, device, check_every: int,
+                first_step: int = 0, monitor: DivergenceMonitor | None = None) -> EpochStats:
+    """One pass over the epoch's batches; only `train_step` is timed. Losses are checked every
+    `check_every` steps (one sync per window, not per step)."""
+    monitor = monitor or DivergenceMonitor(0.0)
     sums: dict[str, torch.Tensor] = {}
     window: list[torch.Tensor] = []
     seconds, seen, steps = 0.0, 0, 0
     for batch in data.train_batches(seed, epoch):
-        threads.apply()  # off the clock: a pool may hand this cell idle cores
         t0 = time.perf_counter()
         out = method.train_step(batch)
         _sync(device)
@@ -190,26 +265,22 @@ def train_epoch(method: Method, data: DataBundle, seed: int, epoch: int, device,
         window.append(out["loss"].detach())
         steps += 1
         if len(window) >= check_every or steps == data.steps_per_epoch:
-            bad = _first_nonfinite(window)
+            bad = monitor.first_bad(window)
             if bad is not None:
                 return EpochStats(sums, seen, seconds, steps, first_step + steps - len(window) + bad)
             window = []
     return EpochStats(sums, seen, seconds, steps)
 
 
-def _first_nonfinite(window: list[torch.Tensor]) -> int | None:
-    finite = torch.isfinite(torch.stack(window))
-    return None if bool(finite.all()) else int((~finite).nonzero()[0, 0])
-
-
-def _diverged(handle: RunHandle, step: int, epoch: int):
+def _diverged(handle: RunHandle, step: int, epoch: int, monitor: DivergenceMonitor):
     handle.log_metrics({"diverged_step": float(step)}, step=epoch)
-    return "diverged", f"non-finite loss at step {step} (epoch {epoch})", {"diverged_step": float(step)}
+    return "diverged", f"{monitor.describe(step)} (epoch {epoch})", {"diverged_step": float(step)}
 
 
 @torch.no_grad()
 def evaluate(method: Method, data: DataBundle, split: str) -> dict[str, float]:
-    """Loss and accuracy of `method.predict` on a split, in eval mode, off the clock."""
+    """Loss and accuracy of `method.predict` on a split, in eval mode, off the clock. The harness
+    holds the whole `DataBundle`; this is the only place the test split is read."""
     model = method.model
     was_training = model.training
     model.eval()

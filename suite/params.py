@@ -3,11 +3,15 @@
 A field declares its doc string, its range or its choices once; `apply_overrides` parses
 `key=value` strings into the field's type and `validate` checks every field, so each error
 names the key and the allowed values before anything is computed.
+
+A field may also declare how `bpsuite tune` searches it (`tune=LogUniform(1e-4, 1.0)`,
+`Uniform`, `IntUniform`, `Categorical`); without one it stays fixed at its value while tuning.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from typing import Any
@@ -15,12 +19,78 @@ from typing import Any
 from suite.errors import UsageError, nearest
 
 
+@dataclasses.dataclass(frozen=True)
+class LogUniform:
+    """Searched on a log scale over [low, high] (0 < low < high): learning rates, decays."""
+
+    low: float
+    high: float
+
+    def __post_init__(self):
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and 0 < self.low < self.high):
+            raise UsageError(f"log-uniform range [{self.low:g}, {self.high:g}] is empty or not "
+                             f"positive: it needs 0 < low < high")
+
+    def __str__(self) -> str:
+        return f"log-uniform [{self.low:g}, {self.high:g}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Uniform:
+    """Searched uniformly over [low, high] (low < high)."""
+
+    low: float
+    high: float
+
+    def __post_init__(self):
+        if not (math.isfinite(self.low) and math.isfinite(self.high) and self.low < self.high):
+            raise UsageError(f"uniform range [{self.low:g}, {self.high:g}] is empty: it needs low < high")
+
+    def __str__(self) -> str:
+        return f"uniform [{self.low:g}, {self.high:g}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class IntUniform:
+    """An integer searched uniformly over low..high, both included (low < high)."""
+
+    low: int
+    high: int
+
+    def __post_init__(self):
+        if not (isinstance(self.low, int) and isinstance(self.high, int) and self.low < self.high):
+            raise UsageError(f"integer range {self.low}..{self.high} is empty: it needs integers low < high")
+
+    def __str__(self) -> str:
+        return f"integer {self.low}..{self.high}"
+
+
+@dataclasses.dataclass(frozen=True)
+class Categorical:
+    """One of the listed values (at least one)."""
+
+    choices: tuple
+
+    def __post_init__(self):
+        if not isinstance(self.choices, tuple) or not self.choices:
+            raise UsageError("a categorical search space needs at least one choice")
+
+    def __str__(self) -> str:
+        return "one of " + ", ".join(map(str, self.choices))
+
+
+SearchSpace = LogUniform | Uniform | IntUniform | Categorical
+
+
 def param(default: Any, doc: str = "", *, low: float | None = None, high: float | None = None,
-          low_open: bool = False, choices: tuple | None = None) -> Any:
-    """A dataclass field with a documented range (`low`/`high`, `low_open` excludes `low`)."""
-    meta = {"doc": doc, "low": low, "high": high, "low_open": low_open, "choices": choices}
+          low_open: bool = False, choices: tuple | None = None, tune: SearchSpace | None = None) -> Any:
+    """A dataclass field with a documented range (`low`/`high`, `low_open` excludes `low`) and,
+    optionally, the search space `bpsuite tune` draws it from (`tune`; None = fixed)."""
+    meta = {"doc": doc, "low": low, "high": high, "low_open": low_open, "choices": choices, "tune": tune}
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for sequence defaults: dataclasses here are frozen")
+    if tune is not None and not isinstance(tune, SearchSpace):
+        raise TypeError(f"tune= takes LogUniform, Uniform, IntUniform or Categorical, got {tune!r}")
     return dataclasses.field(default=default, metadata=meta)
 
 
@@ -59,6 +129,8 @@ def _parse(key: str, raw: str, typ: Any) -> Any:
             value = float(raw) if typ is float else int(raw)
         except ValueError:
             raise UsageError(f"--set {key}={raw}: expected {typ.__name__}") from None
+        if not math.isfinite(value):
+            raise UsageError(f"--set {key}={raw}: expected a finite number")
         return value
     if typ is str:
         return raw
@@ -113,6 +185,8 @@ def validate(obj, owner: str) -> None:
         if choices is not None and value not in choices:
             raise UsageError(f"{owner}: '{f.name}'={value!r} is not allowed; choose one of {', '.join(map(str, choices))}")
         low, high = meta.get("low"), meta.get("high")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise UsageError(f"{owner}: '{f.name}'={value} is not a finite number")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if low is not None and (value < low or (meta.get("low_open") and value == low)):
                 bound = f"> {low}" if meta.get("low_open") else f">= {low}"
@@ -125,3 +199,8 @@ def validate(obj, owner: str) -> None:
 def describe(cls) -> list[tuple[str, Any, str]]:
     """(name, default, doc) for each field, for `bpsuite list` and the README."""
     return [(f.name, f.default, f.metadata.get("doc", "")) for f in dataclasses.fields(cls)]
+
+
+def search_space(cls) -> dict[str, SearchSpace]:
+    """The fields of `cls` that declare how they are tuned, with their search spaces."""
+    return {f.name: f.metadata["tune"] for f in dataclasses.fields(cls) if f.metadata.get("tune") is not None}

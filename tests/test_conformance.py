@@ -11,7 +11,7 @@ from suite.methods import METHODS
 from suite.models import build_model
 from tests.conftest import make_context, random_bundle
 
-MODELS = ["mlp", "cnn", "resnet20"]
+MODELS = ["mlp", "cnn", "resnet20", "lenet"]
 
 
 @pytest.mark.parametrize("model_name", MODELS)
@@ -22,7 +22,7 @@ def test_method_contract(method_name, model_name):
     model = build_model(model_name, data.input_shape, data.num_classes)
     method = METHODS[method_name]()
     assert method.name == method_name and method.summary, "every method names and describes itself"
-    reason = method.check(model, data)
+    reason = method.skip_reason(model, data)
     if reason is not None:
         assert isinstance(reason, str) and reason.strip()
         return
@@ -35,7 +35,8 @@ def test_method_contract(method_name, model_name):
                 if "correct" in out:
                     assert 0 <= int(out["correct"]) <= len(batch)
                 assert all(isinstance(v, torch.Tensor) and v.numel() == 1 for v in out.values())
-            extra = method.end_epoch(epoch)
+            assert method.phase(epoch) is None or isinstance(method.phase(epoch), str)
+            extra = method.end_epoch(epoch) | method.diagnostics(epoch)
             assert all(isinstance(float(v), float) for v in extra.values())
             assert all(isinstance(k, str) for k in extra)
         model.eval()
@@ -56,3 +57,9 @@ def test_hparams_are_frozen_documented_and_valid_by_default(method_name):
     undocumented = [f.name for f in dataclasses.fields(hp) if not f.metadata.get("doc")]
     assert not undocumented, f"hparams without a doc string: {undocumented}"
     validate(hp, method_name)  # the defaults pass their own range checks
+
+
+@pytest.mark.parametrize("method_name", sorted(METHODS))
+def test_close_works_before_setup(method_name):
+    """The harness closes a method even when the cell was skipped before setup ran."""
+    METHODS[method_name]().close()

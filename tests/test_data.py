@@ -30,9 +30,11 @@ def test_real_mnist_loads_as_uint8(mnist_root):
 def test_subsets_and_validation_split_are_disjoint(mnist_root):
     cfg = TrainConfig(train_subset=1000, test_subset=200, val_fraction=0.2, batch_size=100)
     data = build_data("mnist", cfg, torch.device("cpu"), mnist_root)
-    assert len(data.train) == 800 and len(data.val) == 200 and len(data.test) == 200
+    # 1000 = 200 validation + 80 probe (a tenth of the rest; the default asks for 256) + 720 training
+    assert len(data.train) == 720 and len(data.val) == 200 and len(data.probe) == 80 and len(data.test) == 200
     train_set = {bytes(x.numpy()) for x in data.train.images}
     assert not train_set & {bytes(x.numpy()) for x in data.val.images}
+    assert not train_set & {bytes(x.numpy()) for x in data.probe.images}
 
 
 def test_batches_are_deterministic_and_carry_indices():

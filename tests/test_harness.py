@@ -105,7 +105,7 @@ def test_incompatible_cell_is_recorded_as_skipped(tracker, mnist_root, monkeypat
         name = "picky"
         summary = "test only"
 
-        def check(self, model, data):
+        def skip_reason(self, model, data):
             return "needs residual blocks" if not any(getattr(b, "residual", False) for b in model.blocks) else None
 
     monkeypatch.setitem(METHODS, "picky", Picky)

@@ -74,8 +74,8 @@ def test_cnn_with_empty_stem_starts_with_nothing_localized():
 def test_single_block_model_without_head_layer_is_refused_with_a_reason():
     model = StagedModel(nn.Identity(), [SequentialBlock(nn.Flatten(), nn.Linear(4, 3))], nn.Identity())
     data = random_bundle(n_train=8, n_test=8, shape=(1, 2, 2), batch_size=4)
-    assert isinstance(LocalSGD().check(model, data), str)
-    assert LocalSGD(LocalHParams(local_schedule="none")).check(model, data) is None
+    assert isinstance(LocalSGD().skip_reason(model, data), str)
+    assert LocalSGD(LocalHParams(local_schedule="none")).skip_reason(model, data) is None
 
 
 # -- the method --------------------------------------------------------------------------------

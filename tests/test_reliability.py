@@ -127,38 +127,21 @@ def test_checkpoints_round_trip_and_refuse_pickled_code(tmp_path):
 
 
 def test_ui_binds_to_localhost_by_default(monkeypatch):
-    from suite import cli
+    from suite import cli, shutdown
     calls = []
-    monkeypatch.setattr(cli.subprocess, "call", lambda cmd: calls.append(cmd) or 0)
+
+    class FakeServer:
+        def __init__(self, cmd, **kwargs):
+            calls.append(cmd)
+
+        def wait(self):
+            return 0
+
+    monkeypatch.setattr(cli.subprocess, "Popen", FakeServer)
+    monkeypatch.setattr(shutdown, "end_group", lambda server: None)
     assert cli.main(["ui"]) == 0
     cmd = calls[0]
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"
-
-
-def test_pool_threads_grow_when_fewer_cells_remain_than_workers():
-    from suite.executors import thread_budget
-    assert thread_budget(2, 2, 10) == 1 and thread_budget(2, 2, 2) == 1
-    assert thread_budget(2, 2, 1) == 2 and thread_budget(2, 2, 0) == 2
-    assert thread_budget(8, 4, 3) == 2 and thread_budget(3, 4, 9) == 1
-
-
-def test_a_pool_worker_follows_the_shared_thread_budget():
-    import multiprocessing
-
-    import torch
-
-    from suite import threads
-    before = torch.get_num_threads()
-    budget = multiprocessing.get_context("spawn").RawValue("i", 1)
-    try:
-        threads.follow(budget)
-        assert torch.get_num_threads() == 1
-        budget.value = 2
-        threads.apply()
-        assert torch.get_num_threads() == 2
-    finally:
-        threads._budget = None
-        torch.set_num_threads(before)
 
 
 def test_grid_order_counts_mgrit_iterations():

@@ -41,9 +41,13 @@ def _log_fake_run(tracker, cell: Cell, accs: list[float], status: str = "finishe
     handle = tracker.claim(cfg.cell_hash, {"method": cell.method, "model": cell.model, "dataset": cell.dataset,
                                            "seed": str(cell.seed), "profile": cell.profile, "overrides": "{}",
                                            "git_commit": "abc", "hardware.cpu_count": "2"}, cell.label)
+    handle.log_params({"train.epochs": str(len(accs)), "train.threads": "1"})
+    per_epoch = 2.0 if cell.method == "bp" else 1.0
     for epoch, acc in enumerate(accs):
-        handle.log_metrics({"test_acc": acc, "epoch_time": 2.0 if cell.method == "bp" else 1.0,
-                            "train_time": 2.0 * (epoch + 1)}, step=epoch)
+        handle.log_metrics({"test_acc": acc, "epoch_time": per_epoch, "train_time": per_epoch * (epoch + 1)},
+                           step=epoch)
+    if status == "diverged":
+        handle.log_metrics({"diverged_step": 7.0}, step=len(accs))
     handle.finish(status)
 
 
@@ -53,7 +57,7 @@ def test_summary_report_from_logged_runs(tracker, tmp_path, monkeypatch):
     exp = EXPERIMENTS["summary"]
     cells = exp.cells("smoke", seeds=2)
     for cell in cells:
-        _log_fake_run(tracker, cell, [0.5, 0.8 + 0.02 * cell.seed])
+        _log_fake_run(tracker, cell, [0.5, 0.8 + 0.02 * cell.seed], "diverged" if cell.method == "dfa" else "finished")
     contexts = build_report([exp], "smoke", tracker, seeds=2, results_dir=tmp_path / "r", figures_dir=tmp_path / "f")
     write_index(contexts, tmp_path / "r", tmp_path / "f")
     table = pd.read_csv(tmp_path / "r" / "summary.csv")
@@ -62,6 +66,10 @@ def test_summary_report_from_logged_runs(tracker, tmp_path, monkeypatch):
     assert bp["seeds"] == 2 and bp["test acc %"].startswith("81.00 ± ")
     # BP's final mean is 0.81, target 0.95 × 0.81 = 0.7695, first reached at epoch 1 (train_time 4.0)
     assert float(str(bp["time to target (s)"]).split()[0]) == 4.0
+    fa = table[table.method == "fa"].iloc[0]
+    assert fa["speedup vs bp (measured)"] == "2.00×" and fa["s/epoch"].startswith("1.00")  # end to end: 4 s / 2 s
+    dfa = table[table.method == "dfa"].iloc[0]
+    assert dfa["test acc %"] == "diverged (step 7)"  # never an accuracy
     assert (tmp_path / "f" / "summary-test-acc.png").stat().st_size > 1000
     index = (tmp_path / "f" / "README.md").read_text()
     assert "summary-test-acc.png" in index and "measured" in index

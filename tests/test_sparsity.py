@@ -175,7 +175,7 @@ def test_epoch_metrics_and_artifact():
     method.setup(model, ctx)
     for batch in data.train_batches(0, 0):
         method.train_step(batch)
-    out = method.end_epoch(0)
+    out = method.diagnostics(0)
     assert out["sp/sampled_steps"] == 2  # steps 0 and 2 of 3
     assert {"sp/0/act_in", "sp/2/dZ", "sp/speedup_bwd", "sp/speedup_train"} <= set(out) and "sp/3/act_in" not in out
     assert out["sp/speedup_bwd"] >= 1 and out["sp/speedup_train"] >= 1
@@ -214,6 +214,6 @@ def test_timm_model_is_instrumented_on_every_layer():
     stats = method._epoch_records[0][1]
     assert len(stats) == len(model.layers()) > 50
     assert all(s.macs.dense > 0 for s in stats)
-    out = method.end_epoch(0)
+    out = method.diagnostics(0)
     assert out["sp/act_out"] > 0.2  # ReLU6 outputs
     assert math.isfinite(out["sp/speedup_bwd"]) and out["sp/speedup_bwd"] > 1

@@ -57,14 +57,19 @@ def random_flip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
-class DataBundle:
-    """Everything a cell needs from a dataset: the splits, on the device, and their batching."""
+class TrainingData:
+    """What a method may see of a dataset: the training split, the validation split (when there is
+    one) and the probe split (a fixed set held out of the training data for diagnostics such as
+    alignment or residual probes), on the device, with their batching. It holds no reference to
+    the test split, which belongs to the harness's evaluation (`DataBundle`)."""
 
-    def __init__(self, spec, train: Split, test: Split, val: Split | None, *, batch_size: int,
+    def __init__(self, spec, train: Split, val: Split | None, probe: Split | None, *, batch_size: int,
                  eval_batch_size: int, augment: str, device: torch.device, channels_last: bool):
         self.spec = spec
         self.device = device
-        self.train, self.test, self.val = (self._to(train), self._to(test), self._to(val) if val else None)
+        self.train = self._to(train)
+        self.val = self._to(val) if val is not None else None
+        self.probe = self._to(probe) if probe is not None else None
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size
         self.augment = ("crop-flip" if spec.natural_images else "none") if augment == "auto" else augment
@@ -73,6 +78,10 @@ class DataBundle:
         std = torch.tensor(spec.std, device=device).view(1, -1, 1, 1)
         # x_norm = (x/255 - mean)/std = x*scale - shift, one fused multiply-add per batch
         self._scale, self._shift = 1.0 / (255.0 * std), mean / std
+
+    def _batching(self) -> dict:
+        return {"batch_size": self.batch_size, "eval_batch_size": self.eval_batch_size,
+                "augment": self.augment, "device": self.device, "channels_last": self.channels_last}
 
     def _to(self, split: Split) -> Split:
         return Split(split.images.to(self.device), split.labels.to(self.device))
@@ -116,10 +125,34 @@ class DataBundle:
                 images = random_flip(images, gen)
         return self.normalise(images)
 
-    def eval_batches(self, split: str = "test") -> Iterator[Batch]:
-        data = {"test": self.test, "val": self.val, "train": self.train}[split]
+    def splits(self) -> dict[str, Split | None]:
+        return {"train": self.train, "val": self.val, "probe": self.probe}
+
+    def eval_batches(self, split: str) -> Iterator[Batch]:
+        """Un-augmented batches of a split, in order (nothing when the split is absent)."""
+        splits = self.splits()
+        if split not in splits:
+            raise KeyError(f"split '{split}' is not available here; choose one of {', '.join(splits)}")
+        data = splits[split]
         if data is None:
             return
         for start in range(0, len(data), self.eval_batch_size):
             index = torch.arange(start, min(start + self.eval_batch_size, len(data)), device=self.device)
             yield Batch(self.normalise(data.images[index]), data.labels[index], index)
+
+
+class DataBundle(TrainingData):
+    """Everything a cell needs from a dataset: the training view plus the test split, which only
+    the harness reads. Methods get `training_view()`."""
+
+    def __init__(self, spec, train: Split, test: Split, val: Split | None, probe: Split | None = None,
+                 **batching):
+        super().__init__(spec, train, val, probe, **batching)
+        self.test = self._to(test)
+
+    def splits(self) -> dict[str, Split | None]:
+        return super().splits() | {"test": self.test}
+
+    def training_view(self) -> TrainingData:
+        """The same tensors (no copy) without the test split."""
+        return TrainingData(self.spec, self.train, self.val, self.probe, **self._batching())

@@ -33,7 +33,9 @@ class DatasetSpec:
 
 
 def default_root(cli_root: str | None = None) -> Path:
-    return Path(cli_root or os.environ.get("BPSUITE_DATA") or "./data")
+    """The data root as an absolute path: a relative one is taken from the working directory of
+    this call (the CLI resolves it once at start-up, before anything changes directory)."""
+    return Path(cli_root or os.environ.get("BPSUITE_DATA") or "./data").expanduser().resolve()
 
 
 def _idx_files(spec: DatasetSpec, root: Path, train: bool) -> list[Path]:

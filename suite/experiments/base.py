@@ -23,6 +23,9 @@ class Experiment:
     profiles: tuple[str, ...] = ("smoke", "quick", "paper")
 
     def cells(self, profile: str, seeds: int = 1) -> list[Cell]:
+        """The grid of a profile (empty when the experiment does not define that profile)."""
+        if profile not in self.profiles:
+            return []
         seen, out = set(), []
         for cell in self.grid(profile, seeds):
             if cell not in seen:

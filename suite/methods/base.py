@@ -1,16 +1,28 @@
 """The Method contract. The seam is the *update step*, not the loss: several methods never call
 a global `loss.backward()`.
 
-    validate(model)     -> raise UsageError for settings that can never work with this model
-                           (e.g. more stages than blocks); runs before anything is logged
+    reject_settings(model, run) -> raise UsageError for settings that can never work with this
+                           model and these run settings (more stages than blocks, worker processes
+                           on a GPU, ...); runs before a run is claimed, so nothing is logged
     workers(hparams)    -> processes/devices one run of this method needs (executors reserve them)
-    check(model, data)  -> reason to skip this cell, or None
+    skip_reason(model, data) -> a reason this cell does not apply (logged as `skipped`), or None;
+                           a legitimate outcome, not an error
     setup(model, ctx)   -> build optimisers, feedback matrices, hooks, worker processes
     train_step(batch)   -> dict of scalar tensors ("loss" required, "correct" optional, then
-                           method diagnostics); the harness calls .item() only when it logs
-    end_epoch(epoch)    -> dict of floats (schedules, correction phases, diagnostics)
+                           method statistics of the step); .item() is called only when logging
+    end_epoch(epoch)    -> dict of floats: training work at the end of an epoch (schedules,
+                           phase switches); ON the clock
+    diagnostics(epoch)  -> dict of floats: measurements that are not part of the update
+                           (alignment, residual probes, statistics); OFF the clock, its wall
+                           time logged separately as `diag_time`
+    phase(epoch)        -> name of the training phase of an epoch, or None (one phase)
     predict(x)          -> logits (default: the model's forward), called in eval mode, no grad
-    close()             -> release processes or hooks (default: nothing)
+    close()             -> release processes or hooks (default: nothing); every attribute it
+                           touches exists from construction, so it needs no guards
+
+Methods see `ctx.data`, a `TrainingData` view: the training split, the validation split when
+there is one, and a fixed probe split held out of the training set for diagnostics. The test
+split is the harness's alone.
 """
 
 from __future__ import annotations
@@ -22,7 +34,8 @@ from typing import Any, ClassVar
 import torch
 import torch.nn.functional as F
 
-from suite.data import Batch, DataBundle
+from suite.config import TrainConfig
+from suite.data import Batch, DataBundle, TrainingData
 from suite.models import StagedModel
 
 
@@ -34,7 +47,7 @@ class Context:
     epochs: int
     steps_per_epoch: int
     num_classes: int
-    data: DataBundle  # clean inputs by sample index, validation batches for diagnostics
+    data: TrainingData  # training split, validation and probe splits; never the test split
     extras: dict[str, Any] = field(default_factory=dict)  # e.g. the tracking handle for artifacts
     log_artifact: Callable[[str, str], None] | None = None  # (filename, text) -> logged with the run
 
@@ -46,7 +59,8 @@ class Context:
     def for_data(cls, data: DataBundle, epochs: int = 1, seed: int = 0) -> Context:
         """A context on the data's device, for tests and benchmarks that drive a method directly."""
         return cls(device=data.device, generator=torch.Generator().manual_seed(seed), seed=seed, epochs=epochs,
-                   steps_per_epoch=data.steps_per_epoch, num_classes=data.num_classes, data=data)
+                   steps_per_epoch=data.steps_per_epoch, num_classes=data.num_classes,
+                   data=data.training_view() if isinstance(data, DataBundle) else data)
 
 
 @dataclass(frozen=True)
@@ -65,7 +79,7 @@ class Method:
         self.hp = hparams if hparams is not None else self.HParams()
         self.model: StagedModel | None = None
 
-    def validate(self, model: StagedModel) -> None:
+    def reject_settings(self, model: StagedModel, run: TrainConfig) -> None:
         return None
 
     @classmethod
@@ -78,7 +92,7 @@ class Method:
         grid longest first (executors), never reported."""
         return 1.0
 
-    def check(self, model: StagedModel, data: DataBundle) -> str | None:
+    def skip_reason(self, model: StagedModel, data: DataBundle) -> str | None:
         return None
 
     def setup(self, model: StagedModel, ctx: Context) -> None:
@@ -89,6 +103,14 @@ class Method:
 
     def end_epoch(self, epoch: int) -> dict[str, float]:
         return {}
+
+    def diagnostics(self, epoch: int) -> dict[str, float]:
+        return {}
+
+    def phase(self, epoch: int) -> str | None:
+        """The training phase `epoch` belongs to (e.g. "parallel", "serial"), or None for a method
+        with one phase; the harness sums training time per phase."""
+        return None
 
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)

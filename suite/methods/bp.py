@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from suite.methods.base import Method
-from suite.methods.optim import OptimHParams, make_optimizer, make_scheduler
+from suite.methods.optim import OptimHParams, Optimiser
 
 
 @dataclass(frozen=True)
@@ -21,15 +21,11 @@ class BP(Method):
 
     def setup(self, model, ctx):
         super().setup(model, ctx)
-        self.opt = make_optimizer(model.parameters(), self.hp)
-        self.sched = make_scheduler(self.opt, self.hp, ctx.total_steps, ctx.steps_per_epoch)
+        self.optim = Optimiser(model.parameters(), self.hp, ctx.total_steps, ctx.steps_per_epoch)
 
     def train_step(self, batch):
         self.model.train()
         logits = self.model(batch.x)
         loss = self.loss_fn(logits, batch.y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.sched.step()
+        self.optim.step(loss)
         return self.step_stats(logits, batch.y, loss)

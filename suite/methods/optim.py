@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 import torch
 
-from suite.params import param
+from suite.params import LogUniform, param
 
 
 @dataclass(frozen=True)
 class OptimHParams:
     optimizer: str = param("sgd", "sgd (with momentum) or adam", choices=("sgd", "adam"))
-    lr: float = param(0.1, "learning rate", low=0.0, low_open=True)
+    lr: float = param(0.1, "learning rate", low=0.0, low_open=True, tune=LogUniform(1e-4, 1.0))
     momentum: float = param(0.9, "SGD momentum (adam: beta1)", low=0.0, high=1.0)
     weight_decay: float = param(1e-4, "L2 weight decay", low=0.0)
     nesterov: bool = param(False, "Nesterov momentum (SGD)")
@@ -52,3 +52,23 @@ def make_scheduler(opt, hp: OptimHParams, total_steps: int, steps_per_epoch: int
     """A per-step LambdaLR; call `.step()` after every optimiser step."""
     return torch.optim.lr_scheduler.LambdaLR(
         opt, lambda step: lr_factor(hp, step, total_steps, steps_per_epoch))
+
+
+class Optimiser:
+    """An optimiser with its per-step schedule: the update that every gradient-based method takes
+    (bp, fa, dfa, local, mgrit, each penalty stage). What differs between methods is only how the
+    objective's backward pass routes the error (hooks, feedback nodes, detached boundaries)."""
+
+    def __init__(self, params, hp: OptimHParams, total_steps: int, steps_per_epoch: int):
+        self.opt = make_optimizer(params, hp)
+        self.sched = make_scheduler(self.opt, hp, total_steps, steps_per_epoch)
+
+    def step(self, objective: torch.Tensor) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        objective.backward()
+        self.opt.step()
+        self.sched.step()
+
+    @property
+    def lr(self) -> float:
+        return self.opt.param_groups[0]["lr"]

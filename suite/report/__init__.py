@@ -41,9 +41,31 @@ def build_report(experiments, profile: str, tracker: Tracker, seeds: int = 1,
     return done
 
 
+def write_verdicts(contexts: list[ReportContext], results_dir: Path) -> Path | None:
+    """results/verdicts.md: every published claim the reported experiments test, in one table."""
+    rows = [v for ctx in contexts for v in ctx.verdicts]
+    if not rows:
+        return None
+    frame = pd.DataFrame(rows)
+    counts = frame["verdict"].value_counts()
+    lines = ["# Verdicts: every published claim the suite tests", "",
+             "Each row is computed by an experiment's report from the committed runs (`nox -s figures` "
+             "rebuilds it). *reproduced*: the rule holds on the reproduced figure; *not reproduced*: it "
+             "does not, with the diagnosis; *not testable here*: the claim needs what this machine lacks "
+             "(CIFAR files, a GPU budget), with the reason; *undecided*: the runs cannot decide it yet.", "",
+             "Counts: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", "",
+             frame.to_markdown(index=False)]
+    Path(results_dir).mkdir(parents=True, exist_ok=True)
+    path = Path(results_dir) / "verdicts.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def write_index(contexts: list[ReportContext], results_dir: Path, figures_dir: Path) -> None:
     """paper_figures/README.md indexes every figure against its source; results/PROVENANCE.md
-    records which code, machine and runs produced the tables."""
+    records which code, machine and runs produced the tables; results/verdicts.md lists the
+    verdicts."""
+    write_verdicts(contexts, results_dir)
     import datetime
 
     from suite.provenance import git_commit, hardware, package_versions
@@ -61,13 +83,16 @@ def write_index(contexts: list[ReportContext], results_dir: Path, figures_dir: P
     runs = pd.concat([ctx.runs for ctx in contexts if len(ctx.runs)], ignore_index=True) if contexts else pd.DataFrame()
     commits = sorted(runs["git_commit"].dropna().unique()) if "git_commit" in runs else []
     hw_cols = [c for c in runs.columns if c.startswith("hardware.")] if len(runs) else []
-    hw = runs[hw_cols].drop_duplicates().to_dict("records") if hw_cols else []
+    hw = (runs[hw_cols].fillna("–").astype(str).value_counts(sort=False).reset_index(name="runs")
+          .to_dict("records") if hw_cols else [])
     prov = ["# Provenance of results/ and paper_figures/", "",
             f"Report written {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} "
             f"by commit `{git_commit()}`.", "",
             f"Runs: {len(runs)}; they were trained at commit(s): {', '.join(f'`{c}`' for c in commits) or '–'}.", "",
-            "Hardware of the runs:", ""]
-    prov += [f"- {', '.join(f'{k[9:]}={v}' for k, v in h.items())}" for h in hw] or ["- –"]
+            "Hardware of the runs (one line per distinct machine; `cpu_model` and `cpu_capability`, the "
+            "instruction set torch's CPU kernels use, tell apart machines with the same platform string; "
+            "runs older than these fields show –):", ""]
+    prov += [f"- {h.pop('runs')} run(s): {', '.join(f'{k[9:]}={v}' for k, v in h.items())}" for h in hw] or ["- –"]
     prov += ["", "Report machine: " + ", ".join(f"{k}={v}" for k, v in hardware().items()),
              "", "Packages: " + ", ".join(f"{k} {v}" for k, v in package_versions().items())]
     Path(results_dir).mkdir(parents=True, exist_ok=True)

@@ -1,10 +1,13 @@
 """The comparison every results table shares: each method against BP in the same cell.
 
 For each group (e.g. dataset × model) and method: final test accuracy mean ± 95% CI over seeds,
-the difference from BP with Welch's two-sided p-value, seconds per epoch, the measured speedup
-(BP's epoch time / the method's, same profile and machine), and time-to-target: the training
-wall-clock (on the clock only) until the test accuracy first reaches TARGET_FRACTION of BP's
-final mean accuracy in that group (a rule of this suite, stated in every table's notes).
+the difference from BP with Welch's two-sided p-value, seconds per epoch end to end (the whole
+run's training time over its epochs), the measured end-to-end speedup (BP's training time / the
+method's, same profile and machine), each training phase's seconds per epoch for methods with
+phases, and time-to-target: the training wall-clock (on the clock only) until the test accuracy
+first reaches TARGET_FRACTION of BP's final mean accuracy in that group (a rule of this suite,
+stated in every table's notes). A run that diverged is shown as "diverged (step N)", never as an
+accuracy; a group whose runs used different thread counts has its speed figures flagged.
 """
 
 from __future__ import annotations
@@ -17,10 +20,50 @@ import pandas as pd
 from suite.report.stats import fmt_ci, mean_ci, welch_p
 
 TARGET_FRACTION = 0.95
-TARGET_NOTE = (f"Time to target: training seconds (on the clock) until test accuracy first reaches "
+TARGET_NOTE = (f"s/epoch and speedup are end to end: the whole run's training time (train_step and "
+               f"end_epoch; diagnostics and evaluation excluded) over its epochs; 'phases' gives each "
+               f"training phase's own s/epoch for methods that have phases. "
+               f"Time to target: training seconds (on the clock) until test accuracy first reaches "
                f"{TARGET_FRACTION:.0%} of BP's final mean accuracy in the same cell; '–' = never reached. "
                f"Δ vs BP: difference of mean accuracies in points, p from Welch's t-test over seeds "
-               f"(needs ≥ 2 seeds per side).")
+               f"(needs ≥ 2 seeds per side). 'diverged (step N)': every seed's loss blew up (non-finite "
+               f"or past the divergence bound; N = first step, lowest over seeds); 'k/n diverged' beside "
+               f"an accuracy: the accuracy is over the seeds that did not.")
+
+
+def epoch_seconds(runs: pd.DataFrame) -> pd.Series:
+    """End-to-end seconds per epoch of each run: total training time / epochs."""
+    return pd.to_numeric(runs["m.train_time"], errors="coerce") / pd.to_numeric(runs["p.train.epochs"], errors="coerce")
+
+
+def phase_seconds(row: pd.Series) -> dict[str, float]:
+    """{phase: seconds per epoch of that phase} from a run's phase_time.* / phase_epochs.* metrics."""
+    out = {}
+    for col, value in row.items():
+        if isinstance(col, str) and col.startswith("m.phase_time.") and pd.notna(value):
+            name = col[len("m.phase_time."):]
+            epochs = row.get(f"m.phase_epochs.{name}")
+            if epochs and pd.notna(epochs):
+                out[name] = float(value) / float(epochs)
+    return out
+
+
+def phase_text(runs: pd.DataFrame) -> str:
+    """'parallel 1.20, serial 2.31' (mean s/epoch of each phase over the runs), or '–'."""
+    per_run = [phase_seconds(row) for _, row in runs.iterrows()]
+    names = list(dict.fromkeys(n for d in per_run for n in d))
+    if not names:
+        return "–"
+    return ", ".join(f"{n} {np.mean([d[n] for d in per_run if n in d]):.2f}" for n in names)
+
+
+def diverged_text(runs: pd.DataFrame) -> str:
+    steps = pd.to_numeric(runs.get("m.diverged_step"), errors="coerce").dropna() if len(runs) else []
+    return f"diverged (step {int(min(steps))})" if len(steps) else "diverged"
+
+
+def thread_counts(runs: pd.DataFrame) -> set[str]:
+    return set(runs["p.train.threads"].dropna().astype(str)) if "p.train.threads" in runs else set()
 
 
 def time_to_target(hist: pd.DataFrame, target: float) -> float:
@@ -33,37 +76,54 @@ def time_to_target(hist: pd.DataFrame, target: float) -> float:
 
 def compare_to_bp(runs: pd.DataFrame, history: pd.DataFrame | None, by: list[str],
                   baseline: str = "bp", method_col: str = "method") -> pd.DataFrame:
-    """One row per (group, method). `runs` needs m.test_acc and m.epoch_time; `history` the
-    per-epoch test_acc and train_time (from ctx.history) or None to skip time-to-target."""
-    runs = runs[runs.status == "finished"].copy()
+    """One row per (group, method). `runs` needs m.test_acc, m.train_time and p.train.epochs;
+    `history` the per-epoch test_acc and train_time (from ctx.history) or None to skip
+    time-to-target. Diverged runs are counted, never averaged."""
+    runs = runs[runs.status.isin(["finished", "diverged"])].copy()
     if runs.empty:
         return pd.DataFrame()
     runs["acc"] = pd.to_numeric(runs["m.test_acc"], errors="coerce")
-    runs["epoch_s"] = pd.to_numeric(runs["m.epoch_time"], errors="coerce")
+    runs["epoch_s"] = epoch_seconds(runs)
     rows = []
     for key, group in runs.groupby(by, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        base = group[group[method_col] == baseline]
+        done = group[group.status == "finished"]
+        base = done[done[method_col] == baseline]
         base_acc = base["acc"].to_numpy()
         base_time = base["epoch_s"].mean() if len(base) else math.nan
         target = TARGET_FRACTION * base_acc.mean() if len(base_acc) else math.nan
-        for method, sub in group.groupby(method_col, sort=False):
+        mixed_threads = len(thread_counts(done)) > 1
+        for method, every in group.groupby(method_col, sort=False):
+            sub = every[every.status == "finished"]
+            blown = every[every.status == "diverged"]
+            row = dict(zip(by, key)) | {method_col: method, "seeds": len(every)}
+            if sub.empty:
+                rows.append(row | {"test acc %": diverged_text(blown), "s/epoch": "–", "phases (s/epoch)": "–",
+                                   "Δ vs bp (pts)": "–", "speedup vs bp (measured)": "–"}
+                            | ({"time to target (s)": "–"} if history is not None else {}))
+                continue
             mean, half, n = mean_ci(sub["acc"])
             t_mean, t_half, _ = mean_ci(sub["epoch_s"])
-            row = dict(zip(by, key)) | {method_col: method, "seeds": n,
-                                        "test acc %": fmt_ci(mean, half, 100),
-                                        "s/epoch": fmt_ci(t_mean, t_half, 1, 2)}
+            acc_text = fmt_ci(mean, half, 100) + (f" ({len(blown)}/{len(every)} diverged)" if len(blown) else "")
+            row |= {"test acc %": acc_text, "s/epoch": fmt_ci(t_mean, t_half, 1, 2),
+                    "phases (s/epoch)": phase_text(sub)}
             if method != baseline and len(base_acc):
                 diff = 100 * (mean - base_acc.mean())
                 p = welch_p(sub["acc"], base_acc)
                 row["Δ vs bp (pts)"] = f"{diff:+.2f}" + ("" if math.isnan(p) else f" (p={p:.3f})")
             else:
                 row["Δ vs bp (pts)"] = "–"
-            row["speedup vs bp (measured)"] = f"{base_time / t_mean:.2f}×" if len(base) and t_mean else "–"
-            if history is not None and not history.empty and not math.isnan(target):
-                times = [time_to_target(history[history.run_id == rid], target) for rid in sub["run_id"]]
-                finite = [t for t in times if not math.isnan(t)]
-                row["time to target (s)"] = f"{np.mean(finite):.1f}" + (
-                    f" ({len(finite)}/{len(times)} seeds)" if len(finite) < len(times) else "") if finite else "–"
+            speed = f"{base_time / t_mean:.2f}×" if len(base) and t_mean else "–"
+            row["speedup vs bp (measured)"] = speed + (" (mixed thread counts)" if mixed_threads and len(base) else "")
+            if history is not None:
+                row["time to target (s)"] = "–"
+                if not history.empty and not math.isnan(target):
+                    times = [time_to_target(history[history.run_id == rid], target) for rid in sub["run_id"]]
+                    finite = [t for t in times if not math.isnan(t)]
+                    row["time to target (s)"] = f"{np.mean(finite):.1f}" + (
+                        f" ({len(finite)}/{len(times)} seeds)" if len(finite) < len(times) else "") if finite else "–"
             rows.append(row)
-    return pd.DataFrame(rows)
+    table = pd.DataFrame(rows)
+    if "phases (s/epoch)" in table and (table["phases (s/epoch)"] == "–").all():
+        table = table.drop(columns="phases (s/epoch)")
+    return table

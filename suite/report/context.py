@@ -21,6 +21,8 @@ import seaborn as sns  # noqa: E402
 
 CELL_COLUMNS = ["method", "model", "dataset", "seed"]
 KINDS = ("measured", "modelled")
+# what a committed claim can come to (results/verdicts.md)
+VERDICTS = ("reproduced", "not reproduced", "not testable here", "undecided")
 
 
 def set_style() -> None:
@@ -37,6 +39,14 @@ class ReportContext:
     figures_dir: Path
     written: list[Path] = field(default_factory=list)
     figures: list[dict] = field(default_factory=list)  # index entries for paper_figures/README.md
+    verdicts: list[dict] = field(default_factory=list)  # rows of results/verdicts.md
+    settings: list[dict] = field(default_factory=list)  # "setting | published | used | source" rows
+
+    def declare_settings(self, rows: list[tuple[str, str, str, str]]) -> None:
+        """The experiment's settings beside the published ones: (setting, published, used, source).
+        A used value the paper does not give is marked in `source` (e.g. "reconstruction: ...").
+        The experiment's main table (suffix "") opens with them."""
+        self.settings = [{"setting": a, "published": b, "used": c, "source": d} for a, b, c, d in rows]
 
     @property
     def name(self) -> str:
@@ -61,9 +71,25 @@ class ReportContext:
         table.to_csv(csv_path, index=False)
         body = table.to_markdown(index=False) if len(table) else "_no finished runs_"
         header = f"# {title or self.experiment.title}\n\nReproduces: {self.experiment.source}. Profile: `{self.profile}`.\n\n"
+        if self.settings and not suffix:
+            header += ("## Settings: published and used\n\n" + pd.DataFrame(self.settings).to_markdown(index=False)
+                       + "\n\n## Results\n\n")
         md_path.write_text(header + body + ("\n\n" + notes.strip() if notes else "") + "\n")
         self.written += [md_path, csv_path]
         return md_path
+
+    def add_verdict(self, claim: str, source: str, setting: str, reproduced: str, rule: str, verdict: str,
+                    why: str = "") -> None:
+        """One published claim this experiment tests: the setting used (beside the published one),
+        the reproduced figure (with its CI), the rule that decides, and the verdict; `why` is the
+        diagnosis of a "not reproduced" or the reason a claim is "not testable here"."""
+        if verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
+        if verdict in ("not reproduced", "not testable here", "undecided") and not why.strip():
+            raise ValueError(f"a '{verdict}' verdict needs its diagnosis or reason (claim: {claim})")
+        self.verdicts.append({"experiment": self.name, "profile": self.profile, "claim": claim, "source": source,
+                              "setting used": setting, "reproduced": reproduced, "rule": rule,
+                              "verdict": verdict, "why": why})
 
     def save_figure(self, fig, suffix: str, kind: str, title: str, reproduces: str | None = None) -> Path:
         if kind not in KINDS:

@@ -48,3 +48,21 @@ def summarise(frame: pd.DataFrame, by: list[str], metric: str, scale: float = 1.
         rows.append(dict(zip(by, key)) | {"mean": mean, "ci95": half, "n": n,
                                           "text": fmt_ci(mean, half, scale, digits)})
     return pd.DataFrame(rows)
+
+
+def spearman_ci(x, y, confidence: float = 0.95) -> tuple[float, float, float, int]:
+    """Spearman's ρ with a confidence interval from the Fisher z transform, using the
+    Fieller–Hartley–Pearson standard error 1.03/√(n−3) for rank correlations. Returns (ρ, low,
+    high, n); the interval is nan below 4 points."""
+    x, y = np.asarray(x, float), np.asarray(y, float)
+    keep = ~(np.isnan(x) | np.isnan(y))
+    x, y = x[keep], y[keep]
+    n = len(x)
+    if n < 3:
+        return math.nan, math.nan, math.nan, n
+    rho = float(stats.spearmanr(x, y).statistic)
+    if n < 4 or abs(rho) >= 1:
+        return rho, (rho if abs(rho) >= 1 else math.nan), (rho if abs(rho) >= 1 else math.nan), n
+    half = stats.norm.ppf(0.5 + confidence / 2) * 1.03 / math.sqrt(n - 3)
+    z = math.atanh(rho)
+    return rho, math.tanh(z - half), math.tanh(z + half), n

@@ -1,6 +1,7 @@
 """`local`: LoCal+SGD — a localized (Hebbian) prefix of the network and an SGD suffix, with the
 Localized→SGD transition layer moved deeper by a static or dynamic schedule (Krithivasan, Sen,
-Venkataramani, Raghunathan, Frontiers in Neuroscience 2022; METHODS-BRIEF §5).
+Venkataramani, Raghunathan, Frontiers in Neuroscience 2022, DOI 10.3389/fnins.2021.759807; what is
+verified and what is reconstructed: docs/papers.md#krithivasan2022, docs/local-learning.md).
 
 One training step:
   1. the prefix (stem and the first blocks) runs under `torch.no_grad()`: no autograd graph, no
@@ -37,7 +38,7 @@ import torch
 
 from suite.methods.base import Method
 from suite.methods.local import boundary, hebbian, schedules
-from suite.methods.optim import OptimHParams, make_optimizer, make_scheduler
+from suite.methods.optim import OptimHParams, Optimiser
 from suite.params import param
 
 
@@ -75,7 +76,7 @@ class LocalSGD(Method):
               "rule, normalisation, weak supervision and schedule formulas reconstructed (docs/local-learning.md); "
               "SGD recipe as `bp`")
 
-    def check(self, model, data):
+    def skip_reason(self, model, data):
         if self.hp.local_schedule == "none":
             return None
         for layer in model.layers():
@@ -89,18 +90,24 @@ class LocalSGD(Method):
                     "rest to SGD (c1 too small for this model's blocks, or a single-block model)")
         return None
 
+    def __init__(self, hparams=None):
+        super().__init__(hparams)
+        self._hooks: list = []  # forward hooks of the localized layers, removed by close()
+
+    def phase(self, epoch):
+        """Epochs are grouped by how many layers learn locally during them (0 = plain SGD)."""
+        return f"{self.transition_layer} local layers"
+
     def setup(self, model, ctx):
         super().setup(model, ctx)
         self.layers = model.layers()
         self.units = [model.stem, *model.blocks]
         self.cuts = boundary.cuts(model)
         self.n_max = schedules.max_local_layers(self.hp.c1, len(self.layers))
-        self.opt = make_optimizer(model.parameters(), self.hp)
-        self.sched = make_scheduler(self.opt, self.hp, ctx.total_steps, ctx.steps_per_epoch)
+        self.optim = Optimiser(model.parameters(), self.hp, ctx.total_steps, ctx.steps_per_epoch)
         self.selector = schedules.DynamicSelector(
             self.hp.alpha, round(self.hp.l_shift * len(self.layers)), self.hp.ema_decay)
         self.cut = boundary.Cut(0, 0)
-        self._hooks: list = []
         self._learning = False  # hooks update weights only inside the prefix of a training step
         self._scale = torch.ones((), device=ctx.device)
         self._fast = self._slow = None
@@ -173,10 +180,7 @@ class LocalSGD(Method):
         scale = self._scale
         logits = self.forward_train(batch.x)
         loss = self.loss_fn(logits, batch.y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.sched.step()
+        self.optim.step(loss)
         self._supervise(loss.detach())
         return self.step_stats(logits, batch.y, loss) | {"local/rate_scale": scale}
 

@@ -1,6 +1,7 @@
-"""Feedback-alignment family (fa, dfa, bdfa, hybrid-dfa) against independent computations:
-a hand-computed DFA update, exact equivalence to BP in the limits where it must hold, the
-storage and reproducibility of the feedback, and the absence of backward-data convolutions."""
+"""Feedback-alignment family (fa, dfa in both styles, bdfa, hybrid-dfa) against independent
+computations: a hand-computed DFA update, BioTorch's formulation of its DFA signal, exact
+equivalence to BP in the limits where it must hold, the storage and reproducibility of the
+feedback, the absence of backward-data convolutions, and probes that never read the test split."""
 
 from __future__ import annotations
 
@@ -11,14 +12,31 @@ import torch
 import torch.nn.functional as F
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from suite.config import TrainConfig
+from suite.data import DataBundle, Split
+from suite.errors import UsageError
 from suite.methods import METHODS
 from suite.methods.feedback import BDFA, DFA, FA, HybridDFA
 from suite.methods.feedback.engine import feedback_forward
-from suite.methods.feedback.matrices import draw
+from suite.methods.feedback.matrices import draw, xavier_bound
 from suite.models import build_model
 from tests.conftest import make_context, random_bundle
 
 PLAIN_SGD = dict(momentum=0.0, weight_decay=0.0, schedule="constant")
+
+
+def probe_bundle(n_train=32, n_probe=8, batch_size=16, test_labels=None) -> DataBundle:
+    """Random images with a probe split (what alignment probes read) and a test split whose labels
+    can be poisoned, to show that no probe reads it."""
+    gen = torch.Generator().manual_seed(0)
+
+    def split(n, labels=None):
+        return Split(torch.randint(0, 256, (n, 1, 28, 28), generator=gen, dtype=torch.uint8),
+                     labels if labels is not None else torch.randint(0, 10, (n,), generator=gen))
+    base = random_bundle()
+    probe = split(n_probe) if n_probe else None
+    return DataBundle(base.spec, split(n_train), split(8, test_labels), None, probe, batch_size=batch_size,
+                      eval_batch_size=64, augment="none", device=torch.device("cpu"), channels_last=False)
 
 
 def _setup(method, model_name, data, seed=0):
@@ -102,7 +120,7 @@ def test_fa_with_feedback_equal_to_weights_is_bp(model_name):
 
 @pytest.mark.parametrize("model_name", ["resnet20", "cnn"])
 def test_modulewise_with_one_module_is_bp(model_name):
-    data = random_bundle(n_train=16, n_test=8, batch_size=8)
+    data = probe_bundle(n_train=16, batch_size=8)
     hybrid = HybridDFA(HybridDFA.HParams(preset="modulewise", modules=1, align_samples=8))
     bp = METHODS["bp"]()
     model = _setup(hybrid, model_name, data)
@@ -113,20 +131,20 @@ def test_modulewise_with_one_module_is_bp(model_name):
     for (name, p), q in zip(model.named_parameters(), twin.parameters()):
         torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=name)
     # the alignment probe, on a method that is BP, reads perfect alignment everywhere
-    metrics = hybrid.end_epoch(0)
+    assert hybrid.end_epoch(0) == {}  # training work only: the probe is a diagnostic, off the clock
+    metrics = hybrid.diagnostics(0)
     means = [v for k, v in metrics.items() if k.startswith("align/") and k.endswith("_mean")]
     assert means and all(abs(m - 1.0) < 1e-6 for m in means)
 
 
 def test_modulewise_splits_into_modules_and_validates_count():
-    from suite.errors import UsageError
     data = random_bundle(n_train=16, n_test=8, batch_size=8)
     torch.manual_seed(0)
     model = build_model("resnet20", data.input_shape, 10)
     plan = HybridDFA(HybridDFA.HParams(preset="modulewise", modules=3)).plan(model)
     assert plan.boundary == ("bp",) * 3 + ("dfa",) + ("bp",) * 2 + ("dfa",) + ("bp",) * 3  # stages of resnet20
     with pytest.raises(UsageError):
-        HybridDFA(HybridDFA.HParams(preset="modulewise", modules=11)).validate(model)
+        HybridDFA(HybridDFA.HParams(preset="modulewise", modules=11)).reject_settings(model, TrainConfig())
 
 
 def test_bdfa_feedback_is_int8_plus_minus_one_and_fixed_and_reproducible():
@@ -185,19 +203,171 @@ def test_layerwise_dfa_runs_no_backward_data_convolution():
 
 
 @pytest.mark.parametrize("model_name", ["mlp", "cnn", "resnet20"])
-@pytest.mark.parametrize("name,hp", [("dfa", {"granularity": "block"}), ("hybrid-dfa", {"preset": "modulewise"}),
+@pytest.mark.parametrize("name,hp", [("dfa", {"granularity": "block"}), ("dfa", {"style": "biotorch"}),
+                                     ("hybrid-dfa", {"preset": "modulewise"}),
                                      ("hybrid-dfa", {"preset": "conv-dfa+fc-bp", "feedback": "sparse"}),
                                      ("dfa", {"feedback": "uniform"})])
 def test_variants_train_a_few_finite_steps(model_name, name, hp):
-    data = random_bundle(n_train=32, n_test=8, batch_size=16)
+    data = probe_bundle()
     cls = METHODS[name]
     method = cls(cls.HParams(**hp, align_samples=8))
     torch.manual_seed(0)
     model = build_model(model_name, data.input_shape, data.num_classes)
-    if method.check(model, data):
+    if method.skip_reason(model, data):
         return
     method.setup(model, make_context(data))
     for batch in data.train_batches(0, 0):
         assert torch.isfinite(method.train_step(batch)["loss"])
-    metrics = method.end_epoch(0)
+    metrics = method.diagnostics(0)
     assert "align/mean" in metrics and all(abs(v) <= 1.0 + 1e-9 for k, v in metrics.items() if k.endswith("_mean"))
+
+
+def test_probes_read_the_probe_split_never_the_test_split():
+    """Poisoned test labels change nothing: the probe batch comes from the probe split."""
+    metrics = []
+    for labels in (torch.zeros(8, dtype=torch.long), torch.full((8,), 9)):
+        data = probe_bundle(test_labels=labels)
+        method = FA(FA.HParams(align_samples=8))
+        _setup(method, "cnn", data)
+        metrics.append(method.diagnostics(0))
+    assert "align/mean" in metrics[0] and metrics[0] == metrics[1]
+    no_probe = probe_bundle(n_probe=0)  # no probe and no validation split: no probe at all
+    method = FA(FA.HParams(align_samples=8))
+    _setup(method, "cnn", no_probe)
+    assert "align/mean" not in method.diagnostics(0)
+
+
+def test_fa_xavier_feedback_has_biotorch_bounds():
+    data = random_bundle(n_train=16, n_test=8)
+    method = FA(FA.HParams(feedback="xavier", align_samples=0))
+    model = _setup(method, "lenet", data)
+    for layer, b in zip(model.layers(), method.feedback):
+        bound = xavier_bound(tuple(layer.weight.shape))
+        assert b.shape == layer.weight.shape and float(b.abs().max()) <= bound
+        assert float(b.abs().max()) > 0.9 * bound  # uniform on the whole interval
+        assert abs(float(b.std()) - bound / 3 ** 0.5) < 0.15 * bound  # std of U(-b, b)
+
+
+# --- BioTorch-style DFA (style=biotorch) ---------------------------------------------------------
+
+def _biotorch_signal(layer, kernel, error, input_shape):
+    """BioTorch's formulation (biotorch/layers/dfa/conv.py, independent of the suite's dense matrix):
+    the error broadcast over the layer's output positions, then conv_transpose through B."""
+    if isinstance(layer, torch.nn.Linear):
+        return error @ kernel
+    x = torch.zeros(1, *input_shape)
+    out_hw = F.conv2d(x, layer.weight.detach(), None, layer.stride, layer.padding, layer.dilation).shape[2:]
+    broadcast = error[:, :, None, None].expand(*error.shape, *out_hw).contiguous()
+    return torch.nn.grad.conv2d_input((len(error), *input_shape), kernel, broadcast, stride=layer.stride,
+                                      padding=layer.padding, dilation=layer.dilation)
+
+
+@pytest.mark.parametrize("model_name", ["lenet", "cnn"])
+def test_biotorch_dfa_replaces_each_layer_input_gradient(model_name):
+    """In a plain chain every conv/linear layer's input receives exactly BioTorch's signal
+    (conv_transpose of the broadcast error through the kernel-shaped B), and the head's weight
+    gradient is BP's (e ⊗ its input)."""
+    data = random_bundle(n_train=8, n_test=8, batch_size=8)
+    method = DFA(DFA.HParams(style="biotorch", align_samples=0))
+    model = _setup(method, model_name, data)
+    batch = next(data.train_batches(0, 0))
+    layers = model.layers()
+    inputs = {}
+    hooks = [layer.register_forward_hook(lambda m, a, o, k=i: inputs.__setitem__(k, a[0]))
+             for i, layer in enumerate(layers)]
+    logits = method.forward(batch.x)
+    for h in hooks:
+        h.remove()
+    captured = {}
+    handles = [t.register_hook(lambda g, k=i: captured.__setitem__(k, g)) for i, t in inputs.items() if t.requires_grad]
+    loss = F.cross_entropy(logits, batch.y)
+    error = torch.autograd.grad(loss, logits, retain_graph=True)[0]
+    model.zero_grad(set_to_none=True)
+    loss.backward()
+    for h in handles:
+        h.remove()
+    assert len(captured) == len(layers) - 1  # every layer but the first (its input is the image)
+    for i, grad in captured.items():
+        expected = _biotorch_signal(layers[i], method.direct.kernels[i], error, tuple(inputs[i].shape[1:]))
+        torch.testing.assert_close(grad, expected.view_as(grad), atol=1e-6, rtol=1e-5, msg=f"layer {i}")
+    torch.testing.assert_close(layers[-1].weight.grad, error.t() @ inputs[len(layers) - 1], atol=1e-6, rtol=1e-5)
+
+
+def test_biotorch_dfa_dense_matrix_equals_broadcast_conv_transpose():
+    """The suite's one-GEMM projection e·M equals BioTorch's conv_transpose of the broadcast error,
+    for every layer input of LeNet and ResNet-20 (strided and padded convs included)."""
+    for model_name in ("lenet", "resnet20"):
+        data = random_bundle(n_train=8, n_test=8, batch_size=8)
+        method = DFA(DFA.HParams(style="biotorch", align_samples=0))
+        model = _setup(method, model_name, data)
+        error = torch.randn(5, 10, generator=torch.Generator().manual_seed(1))
+        projected = method.bank.project(error)
+        used = [i for i, info in enumerate(method.direct.inputs) if info.needs_grad]
+        for slot, i in enumerate(used):
+            layer, info = model.layers()[i], method.direct.inputs[i]
+            expected = _biotorch_signal(layer, method.direct.kernels[i], error, info.shape)
+            torch.testing.assert_close(projected[slot].reshape(expected.shape), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_biotorch_dfa_feedback_is_kernel_shaped_xavier_and_runs_no_backward_data_conv():
+    data = random_bundle(n_train=8, n_test=8, batch_size=8)
+    method = DFA(DFA.HParams(style="biotorch", align_samples=0))
+    model = _setup(method, "resnet20", data)
+    for layer, kernel in zip(model.layers(), method.direct.kernels):
+        expect = (10, layer.in_channels, *layer.kernel_size) if isinstance(layer, torch.nn.Conv2d) else (10, layer.in_features)
+        assert tuple(kernel.shape) == expect and float(kernel.abs().max()) <= xavier_bound(expect)
+    batch = next(data.train_batches(0, 0))
+    with ConvBackwardLog() as log:
+        method.train_step(batch)
+    assert len(log.masks) == len(model.layers()) - 1 and not any(m[0] for m in log.masks)
+
+
+def test_biotorch_dfa_keeps_shortcut_gradients_nokland_cuts_them():
+    """With every feedback matrix zero but the one feeding the head's input, the last-but-one
+    ResNet block's conv2 still learns in the biotorch style (the gradient reaches it through the
+    last block's identity shortcut) and not at all in Nøkland's (every point is detached)."""
+    data = random_bundle(n_train=8, n_test=8, batch_size=8)
+    batch = next(data.train_batches(0, 0))
+    grads = {}
+    for style in ("biotorch", "nokland"):
+        method = DFA(DFA.HParams(style=style, align_samples=0))
+        model = _setup(method, "resnet20", data)
+        method.bank.matrix[:, :-method.bank.sizes[-1]] = 0
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(method.forward(batch.x), batch.y).backward()
+        last_but_one_conv2 = model.blocks[-2].layers()[-1]
+        assert last_but_one_conv2 is model.layers()[-4]
+        grads[style] = last_but_one_conv2.weight.grad
+    assert float(grads["biotorch"].abs().sum()) > 0
+    assert grads["nokland"] is None or float(grads["nokland"].abs().sum()) == 0
+
+
+def test_biotorch_style_rejects_nokland_only_settings():
+    model = build_model("lenet", (1, 28, 28), 10)
+    with pytest.raises(UsageError, match="style=nokland only"):
+        DFA(DFA.HParams(style="biotorch", granularity="block")).reject_settings(model, TrainConfig())
+    DFA(DFA.HParams(style="biotorch")).reject_settings(model, TrainConfig())
+
+
+def test_biotorch_mnist_report_selects_epochs_by_both_protocols_and_names_diverged_runs():
+    import pandas as pd
+
+    from suite.experiments.biotorch_mnist import _selected_errors, reproduced, summary_table
+    hist = pd.DataFrame([  # one run: test acc peaks at epoch 2, validation acc at epoch 1
+        ("r1", "test_acc", 0, 0.90), ("r1", "test_acc", 1, 0.95), ("r1", "test_acc", 2, 0.99),
+        ("r1", "val_acc", 0, 0.90), ("r1", "val_acc", 1, 0.97), ("r1", "val_acc", 2, 0.96)],
+        columns=["run_id", "key", "step", "value"])
+    sel = _selected_errors(hist)
+    assert sel.err_biotorch.iloc[0] == pytest.approx(1.0) and sel.epoch_biotorch.iloc[0] == 2
+    assert sel.err_clean.iloc[0] == pytest.approx(5.0) and sel.epoch_clean.iloc[0] == 1
+    runs = pd.DataFrame({"run_id": ["r1", "r2"], "dataset": "mnist", "method": ["bp", "dfa"],
+                         "status": ["finished", "diverged"], "m.diverged_step": [float("nan"), 1234.0],
+                         "p.train.epochs": "3", "m.train_time": [3.0, float("nan")]})
+    table = summary_table(runs, sel, "paper").set_index("method")
+    assert table.loc["dfa", "err % BioTorch protocol (best test epoch)"] == "diverged (step 1234)"
+    assert table.loc["bp", "published err %"] == pytest.approx(0.91)
+    assert table.loc["bp", "verdict (BioTorch protocol)"] == "reproduced"  # 1.00 vs 0.91: within 0.25
+    assert table.loc["bp", "verdict (clean)"] == "not reproduced"  # 5.00 vs 0.91
+    assert summary_table(runs, sel, "quick").loc[0, "verdict (clean)"].startswith("–")  # no target off-paper
+    assert reproduced(0.91, 1.5, 0.7, 0.25) == "reproduced"  # the published value inside the 95% CI
+    assert reproduced(0.91, 1.5, 0.1, 0.25) == "not reproduced"

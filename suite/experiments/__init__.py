@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
-from suite.experiments import gradient_sparsity, layer_parallel, local_schedules, mgrit, summary
+from suite.experiments import (
+    biotorch_mnist,
+    gradient_sparsity,
+    layer_parallel,
+    local_schedules,
+    mgrit,
+    summary,
+)
 from suite.experiments.base import Experiment, cross
 from suite.experiments.feedback_family import FEEDBACK_EXPERIMENTS
 
 EXPERIMENTS: dict[str, Experiment] = {
     summary.EXPERIMENT.name: summary.EXPERIMENT,
+    biotorch_mnist.EXPERIMENT.name: biotorch_mnist.EXPERIMENT,
     **FEEDBACK_EXPERIMENTS,  # dfa-cnn, biotorch-resnet, launay-bottleneck
     gradient_sparsity.EXPERIMENT.name: gradient_sparsity.EXPERIMENT,
     local_schedules.EXPERIMENT.name: local_schedules.EXPERIMENT,

@@ -11,7 +11,7 @@ from suite.methods.sparsity import BPSparsity
 
 METHODS: dict[str, type[Method]] = {
     BP.name: BP,
-    **FEEDBACK_METHODS,  # fa, dfa, bdfa, hybrid-dfa
+    **FEEDBACK_METHODS,  # fa, dfa, bdfa, hybrid-dfa, usf, brsf, frsf
     LocalSGD.name: LocalSGD,
     BPSparsity.name: BPSparsity,
     **LAYER_PARALLEL_METHODS,  # penalty, augmented-lagrangian, mgrit

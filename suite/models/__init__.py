@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from suite.errors import UsageError, unknown_name
-from suite.models import odenet, resnet, simple
+from suite.models import lenet, odenet, resnet, simple
 from suite.models.staged import Block, SequentialBlock, StagedModel, weight_layers
 
 __all__ = ["MODELS", "Block", "SequentialBlock", "StagedModel", "build_model", "check_model_name", "weight_layers"]
@@ -27,6 +27,7 @@ MODELS: dict[str, Callable[..., StagedModel]] = {
     "mlp": simple.mlp,
     "odenet": odenet.odenet,
     "cnn": simple.cnn,
+    "lenet": lenet.lenet,  # BioTorch's LeNetMNIST; 28×28 inputs resized to 32×32 in the stem
     "resnet20": _no_spec(lambda s, k: resnet.cifar_resnet(s, k, 20)),
     "resnet56": _no_spec(lambda s, k: resnet.cifar_resnet(s, k, 56)),
     "resnet110": _no_spec(lambda s, k: resnet.cifar_resnet(s, k, 110)),

@@ -1,14 +1,20 @@
 """`odenet`: a residual network in exact forward-Euler form, the model of layer-parallel MGRIT.
 
 Each block is x_{n+1} = x_n + h·ReLU(conv2(ReLU(conv1(x_n)))) with h = T/N, T = 1 — TorchBraid's
-MNIST step layer (`examples/mnist`, see METHODS-BRIEF §2). No BatchNorm inside the steps, so a
-step is a pure function of its input, as MGRIT assumes. Stem: 3×3 conv to `width` channels and
-ReLU, then a stride-2 pool so the residual run works at half resolution (cheaper steps); head:
-global average pool and linear. Spec `odenet:<depth>[-<width>][-fc]`, default `odenet:8-8`; the
-`-fc` suffix swaps the head for TorchBraid's MNIST closing layer (flatten, linear to 32, ReLU,
-linear; `examples/mnist/network_architecture.py::CloseLayer` [C]), which keeps the spatial layout
-the pooled head throws away (odenet:16-8 on 3000 MNIST samples, 3 epochs: ≈ 25% test accuracy
-with the pooled head, ≈ 89% with `-fc`).
+MNIST step layer (github.com/Multilevel-NN/torchbraid, `examples/mnist/network_architecture.py`,
+`StepLayer`, applied with step dt = T/N). No BatchNorm inside the steps, so a step is a pure
+function of its input, as MGRIT assumes. Spec `odenet:<depth>[-<width>][-fc|-tb]`, default
+`odenet:8-8`:
+
+* default: stem = 3×3 conv to `width` channels and ReLU, then a stride-2 pool so the residual run
+  works at half resolution (cheaper steps); head = global average pool and linear.
+* `-fc`: the same stem, and TorchBraid's closing layer as the head (flatten, linear to 32, ReLU,
+  linear: `CloseLayer`), which keeps the spatial layout the pooled head throws away (odenet:16-8
+  on 3000 MNIST samples, 3 epochs: ≈ 25% test accuracy with the pooled head, ≈ 89% with `-fc`).
+* `-tb`: TorchBraid's MNIST network as its example builds it: no trained stem (`OpenFlatLayer`
+  repeats the image over the `width` channels), the steps at full resolution, and `CloseLayer`.
+  (Its `CloseLayer` ends in log_softmax; cross-entropy on log-probabilities equals cross-entropy
+  on the logits, so the head here stops at the logits.)
 """
 
 from __future__ import annotations
@@ -36,27 +42,46 @@ class EulerStep(Block):
         return x + self.branch(x)
 
 
-def parse_odenet_spec(spec: str) -> tuple[int, int, bool]:
-    """(depth, width, fc head) from `<depth>[-<width>][-fc]`."""
+class RepeatChannels(nn.Module):
+    """TorchBraid's `OpenFlatLayer`: the input repeated `channels` times along the channels (no parameters)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.channels = channels
+
+    def forward(self, x):
+        return x.repeat(1, self.channels, 1, 1)
+
+
+def parse_odenet_spec(spec: str) -> tuple[int, int, str]:
+    """(depth, width, variant) from `<depth>[-<width>][-fc|-tb]`; variant "", "fc" or "tb"."""
     spec = spec or "8-8"
-    fc = spec.endswith("-fc")
-    depth_part, _, width_part = spec.removesuffix("-fc").partition("-")
+    variant = next((v for v in ("fc", "tb") if spec.endswith(f"-{v}")), "")
+    depth_part, _, width_part = spec.removesuffix(f"-{variant}").partition("-")
     try:
         depth, width = int(depth_part), int(width_part or 8)
     except ValueError:
-        raise UsageError(f"bad odenet spec '{spec}': expected <depth>[-<width>][-fc], e.g. odenet:16-8") from None
+        raise UsageError(f"bad odenet spec '{spec}': expected <depth>[-<width>][-fc|-tb], e.g. odenet:16-8") from None
     if depth < 1 or width < 1:
         raise UsageError(f"bad odenet spec '{spec}': depth and width must be positive")
-    return depth, width, fc
+    return depth, width, variant
+
+
+def close_layer(features: int, num_classes: int) -> nn.Module:
+    """TorchBraid's `CloseLayer`: flatten, linear to 32, ReLU, linear."""
+    return nn.Sequential(nn.Flatten(), nn.Linear(features, 32), nn.ReLU(), nn.Linear(32, num_classes))
 
 
 def odenet(in_shape, num_classes, spec: str = "", horizon: float = 1.0) -> StagedModel:
-    depth, width, fc = parse_odenet_spec(spec)
-    stem = nn.Sequential(nn.Conv2d(in_shape[0], width, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2))
+    depth, width, variant = parse_odenet_spec(spec)
     blocks = [EulerStep(width, horizon / depth) for _ in range(depth)]
-    if fc:  # TorchBraid's CloseLayer, on the stem's half-resolution map
-        features = width * (in_shape[1] // 2) * (in_shape[2] // 2)
-        head = nn.Sequential(nn.Flatten(), nn.Linear(features, 32), nn.ReLU(), nn.Linear(32, num_classes))
+    if variant == "tb":  # TorchBraid's example network: repeated image, full resolution
+        stem = RepeatChannels(width)
+        head = close_layer(width * in_shape[1] * in_shape[2], num_classes)
+        return StagedModel(stem, blocks, head, name=f"odenet:{spec}")
+    stem = nn.Sequential(nn.Conv2d(in_shape[0], width, 3, padding=1), nn.ReLU(), nn.AvgPool2d(2))
+    if variant == "fc":  # TorchBraid's CloseLayer, on the stem's half-resolution map
+        head = close_layer(width * (in_shape[1] // 2) * (in_shape[2] // 2), num_classes)
     else:
         head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(width, num_classes))
     return StagedModel(stem, blocks, head, name=f"odenet{':' + spec if spec else ''}")

@@ -5,11 +5,13 @@ delivers to a unit's output (stem or block output: what its weights are updated 
 true BP gradient of the loss w.r.t. the same tensor, both flattened per sample; mean and std over
 the batch. This follows the authors' procedure (`dfatools/models.py`: the same weights, one
 validation batch, backward hooks on module outputs, `CosineSimilarity(dim=1)`), measured at
-unit outputs (post-activation). Both passes run in eval mode (BatchNorm uses its running
+unit outputs (post-activation), on the probe split (a fixed part of the training set held out
+for diagnostics), never the test split. Both passes run in eval mode (BatchNorm uses its running
 statistics, nothing in the model changes); that choice is this suite's.
 
-Weight alignment (FA): the angle in degrees between a layer's forward weight and its feedback
-matrix, both flattened, as BioTorch reports it.
+Weight alignment (FA and the sign-symmetric methods): the angle in degrees between a layer's
+forward weight and its feedback matrix, both flattened, as BioTorch reports it
+(`biotorch/layers/metrics.py`, `compute_matrix_angle`).
 """
 
 from __future__ import annotations
@@ -74,9 +76,18 @@ def weight_angle_deg(weight: torch.Tensor, feedback: torch.Tensor) -> float:
     return math.degrees(math.acos(max(-1.0, min(1.0, float(cos)))))
 
 
+def weight_alignment(layers, feedback: list[torch.Tensor], log_layers: int) -> dict[str, float]:
+    """`walign/<i>_deg` for the first `log_layers` layers and `walign/mean_deg` over all."""
+    angles = [weight_angle_deg(layer.weight, fb) for layer, fb in zip(layers, feedback)]
+    out = {f"walign/{i}_deg": a for i, a in enumerate(angles[:log_layers])}
+    out["walign/mean_deg"] = sum(angles) / len(angles)
+    return out
+
+
 def fixed_batch(data, samples: int) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """The first `samples` examples of the validation split (the test split when there is none)."""
-    for split in ("val", "test"):
+    """The first `samples` examples of the probe split (held out of training for diagnostics), else
+    of the validation split; None when there is neither. The test split is never read."""
+    for split in ("probe", "val"):
         xs, ys, n = [], [], 0
         for batch in data.eval_batches(split):
             xs.append(batch.x)

@@ -14,6 +14,11 @@ BDFA: the same with feedback entries in {−1, +1}, stored as int8, times one sc
 from the paper's abstract and DF-LNPU's "adder-only" hardware [V]; the i.i.d. sign draw and the
 scale are reconstructions (the paper's initialisation rule is not available).
 
+`style=biotorch` (layer_dfa.py) is BioTorch's variant: the projection replaces the gradient
+reaching each conv/linear layer's *input* instead of entering at its output side, through
+kernel-shaped Xavier-uniform matrices, and BatchNorm, activations and shortcuts keep
+backpropagating. The default stays Nøkland's (the suite's existing results use it).
+
 Defaults: the suite's SGD recipe (OptimHParams) — Han et al.'s optimiser settings are not
 available; Launay et al. train with a small learning rate, see the experiments' overrides.
 """
@@ -24,24 +29,35 @@ from dataclasses import dataclass
 
 import torch
 
+from suite.errors import UsageError
 from suite.methods.base import Method
 from suite.methods.feedback.alignment import AlignmentProbe, grads_wrt, units
 from suite.methods.feedback.engine import FeedbackPlan, feedback_forward, point_layout
+from suite.methods.feedback.layer_dfa import LayerInputFeedback
 from suite.methods.feedback.matrices import INITS, build_bank
-from suite.methods.optim import OptimHParams, make_optimizer, make_scheduler
+from suite.methods.optim import OptimHParams, Optimiser
 from suite.params import param
+
+STYLES = ("nokland", "biotorch")
 
 
 @dataclass(frozen=True)
 class DFAHParams(OptimHParams):
+    style: str = param("nokland", "where the feedback enters: nokland (B_l e at each layer's output side, "
+                                  "inputs detached; dense gaussian B) or biotorch (B_l e replaces each conv/"
+                                  "linear layer's input gradient, BN/activations/shortcuts still backpropagate; "
+                                  "kernel-shaped Xavier B, as BioTorch); see docs/feedback-alignment.md",
+                       choices=STYLES)
     granularity: str = param("layer", "feedback points: every conv/linear layer (Nøkland) or every "
-                                      "stem/block output (BP inside blocks)", choices=("layer", "block"))
+                                      "stem/block output (BP inside blocks); nokland style only",
+                             choices=("layer", "block"))
     feedback: str = param("gaussian", "feedback init: gaussian (Launay et al. scaling), uniform, "
-                                      "binary (±1), sparse (strided pattern; a reconstruction)", choices=INITS)
-    feedback_scale: float = param(1.0, "multiplies every B_l (whose entries have std 1/sqrt(dim_l·n_classes))",
-                                  low=0.0, low_open=True)
+                                      "binary (±1), sparse (strided pattern; a reconstruction); nokland style "
+                                      "only (biotorch style draws Xavier-uniform)", choices=INITS)
+    feedback_scale: float = param(1.0, "multiplies every B_l (nokland: entries of std 1/sqrt(dim_l·n_classes); "
+                                       "biotorch: Xavier-uniform)", low=0.0, low_open=True)
     sparse_stride: int = param(2, "sparse feedback: keep 1 entry in `sparse_stride` (strided pattern)", low=1)
-    align_samples: int = param(128, "samples of the fixed batch for gradient alignment; 0 = off", low=0)
+    align_samples: int = param(128, "samples of the fixed probe batch for gradient alignment; 0 = off", low=0)
     align_every: int = param(1, "measure gradient alignment every N epochs", low=1)
 
 
@@ -50,38 +66,61 @@ class DFA(Method):
     HParams = DFAHParams
     summary = "direct feedback alignment: output error projected to every layer by fixed random matrices"
     source = ("Nøkland 2016 (DFA); feedback scaling of Launay et al. 2019 (lightonai/principled-dfa-training); "
-              "conv outputs get a C×H×W-shaped projection")
+              "conv outputs get a C×H×W-shaped projection; style=biotorch follows jsalbert/biotorch "
+              "(biotorch/layers/dfa)")
+
+    def __init__(self, hparams=None):
+        super().__init__(hparams)
+        self.direct: LayerInputFeedback | None = None  # the biotorch style's feedback
+
+    def reject_settings(self, model, run):
+        if self.hp.style == "biotorch":
+            odd = {k: v for k, v in (("granularity", "layer"), ("feedback", "gaussian"), ("sparse_stride", 2))
+                   if getattr(self.hp, k) != v}
+            if odd:
+                raise UsageError(f"{self.name}: style=biotorch always uses per-layer, Xavier-uniform, kernel-shaped "
+                                 f"feedback; {', '.join(f'{k}={v}' for k, v in odd.items())} applies to "
+                                 f"style=nokland only")
 
     def plan(self, model) -> FeedbackPlan:
         return FeedbackPlan.uniform(len(units(model)), "dfa", self.hp.granularity == "layer")
 
     def setup(self, model, ctx):
         super().setup(model, ctx)
-        self.feedback_plan = self.plan(model)
         sample = ctx.data.fetch(torch.arange(min(2, len(ctx.data.train)), device=ctx.data.device))
-        shapes, channels_last = point_layout(model, sample, self.feedback_plan)
-        self.bank = build_bank(shapes, channels_last, ctx.num_classes, self.hp.feedback, ctx.generator,
-                               self.hp.feedback_scale, self.hp.sparse_stride).to(ctx.device)
-        self.opt = make_optimizer(model.parameters(), self.hp)
-        self.sched = make_scheduler(self.opt, self.hp, ctx.total_steps, ctx.steps_per_epoch)
+        if self.hp.style == "biotorch":
+            self.direct = LayerInputFeedback(model, sample, ctx.num_classes, ctx.generator, self.hp.feedback_scale)
+            self.bank = self.direct.bank
+        else:
+            self.feedback_plan = self.plan(model)
+            shapes, channels_last = point_layout(model, sample, self.feedback_plan)
+            self.bank = build_bank(shapes, channels_last, ctx.num_classes, self.hp.feedback, ctx.generator,
+                                   self.hp.feedback_scale, self.hp.sparse_stride).to(ctx.device)
+        self.optim = Optimiser(model.parameters(), self.hp, ctx.total_steps, ctx.steps_per_epoch)
         self.probe = AlignmentProbe(model, ctx.data, self.hp.align_samples, self.hp.align_every)
+
+    def forward(self, x):
+        """Logits whose backward is the whole DFA update (e to the head, the projections elsewhere)."""
+        if self.direct is not None:
+            return self.direct.forward(x)
+        return feedback_forward(self.model, x, self.feedback_plan, self.bank)[0]
 
     def train_step(self, batch):
         self.model.train()
-        logits, _, _ = feedback_forward(self.model, batch.x, self.feedback_plan, self.bank)
+        logits = self.forward(batch.x)
         loss = self.loss_fn(logits, batch.y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()  # e to the head, B_l e to every point; no gradient crosses a point
-        self.opt.step()
-        self.sched.step()
+        self.optim.step(loss)  # nokland: no gradient crosses a point; biotorch: none reaches W through an input
         return self.step_stats(logits, batch.y, loss)
 
     def signals(self, x, y):
         """The gradient this method delivers to each unit output (for the alignment probe)."""
-        logits, _, outs = feedback_forward(self.model, x, self.feedback_plan, self.bank)
+        if self.direct is not None:
+            logits, outs = self.direct.unit_forward(x)
+        else:
+            logits, _, outs = feedback_forward(self.model, x, self.feedback_plan, self.bank)
         return grads_wrt(self.loss_fn(logits, y), outs)
 
-    def end_epoch(self, epoch):
+    def diagnostics(self, epoch):
         out = {"feedback_mb": (self.bank.matrix.numel() * self.bank.matrix.element_size()) / 2**20}
         if self.probe.due(epoch):
             out |= self.probe.measure(self.signals)
@@ -90,6 +129,7 @@ class DFA(Method):
 
 @dataclass(frozen=True)
 class BDFAHParams(DFAHParams):
+    style: str = param("nokland", "binary DFA is Nøkland-style (see dfa)", choices=("nokland",))
     feedback: str = param("binary", "binary DFA: entries ±1 (int8) × 1/sqrt(dim_l·n_classes)", choices=("binary",))
 
 

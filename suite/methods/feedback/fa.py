@@ -7,10 +7,15 @@ The substitution is done by a TorchFunctionMode around the method's forward: eac
 F.conv2d call whose weight has a feedback matrix runs as a custom autograd Function. The model's
 modules are not changed, so `predict`, checkpoints and other methods see an ordinary model.
 
-Feedback init (a reconstruction of BioTorch's "initialise feedback like the weights"): B has the
-distribution chosen by `feedback` (see matrices.py) with the standard deviation of the layer's
-weight at setup, times `feedback_scale`. Each layer's B is drawn from ctx.generator in
-`model.layers()` order. A step costs the same as a BP step (ratio ≈ 1).
+Feedback init (`feedback`): by default (gaussian, uniform, binary, sparse; see matrices.py) B has
+the standard deviation of the layer's weight at setup, so it follows whatever init the model
+uses (a reconstruction of "initialise the feedback like the weights"). `xavier` draws B from
+Xavier-uniform, U(±sqrt(6/(fan_in+fan_out))) with W's fans, as BioTorch's FA layers do
+(`biotorch/layers/fa_constructor`, `init: xavier`): the BioTorch-compatible setting. The
+default stays the std-matched gaussian so that existing cells keep their meaning; with
+`init=xavier` both have the same variance, only the distribution's shape differs. B is
+multiplied by `feedback_scale`. Each layer's B is drawn from ctx.generator in `model.layers()`
+order. A step costs the same as a BP step (ratio ≈ 1).
 """
 
 from __future__ import annotations
@@ -24,9 +29,9 @@ from torch.nn.modules.utils import _pair
 from torch.overrides import TorchFunctionMode
 
 from suite.methods.base import Method
-from suite.methods.feedback.alignment import AlignmentProbe, bp_unit_grads, weight_angle_deg
-from suite.methods.feedback.matrices import INITS, draw
-from suite.methods.optim import OptimHParams, make_optimizer, make_scheduler
+from suite.methods.feedback.alignment import AlignmentProbe, bp_unit_grads, weight_alignment
+from suite.methods.feedback.matrices import INITS, draw, xavier_uniform
+from suite.methods.optim import OptimHParams, Optimiser
 from suite.params import param
 
 
@@ -67,6 +72,7 @@ class FAConv2d(torch.autograd.Function):
 
 
 _CONV_SIG = inspect.signature(lambda input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1: None)
+_CONV_NAMES = tuple(_CONV_SIG.parameters)
 
 
 def _conv_padding(padding, weight, dilation) -> list[int]:
@@ -79,39 +85,64 @@ def _conv_padding(padding, weight, dilation) -> list[int]:
 
 class FeedbackMode(TorchFunctionMode):
     """Routes F.linear / F.conv2d of the layers in `feedback` (keyed by weight identity) through
-    the FA Functions."""
+    autograd Functions that change the backward pass to the layer's input: FA's (through B) by
+    default; a subclass names other Functions with the same signatures (`linear_fn(x, w, b, fb)`,
+    `conv_fn(x, w, b, fb, stride, padding, dilation, groups)`), e.g. BioTorch-style DFA."""
 
-    def __init__(self, feedback: dict[int, torch.Tensor]):
+    linear_fn = FALinear
+    conv_fn = FAConv2d
+
+    def __init__(self, feedback: dict[int, object]):
         super().__init__()
         self.feedback = feedback
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        if func is F.linear or func is F.conv2d:
-            bound = _CONV_SIG.bind(*args, **kwargs) if func is F.conv2d else None
-            weight = bound.arguments["weight"] if bound else (args[1] if len(args) > 1 else kwargs["weight"])
+        if func is F.conv2d:
+            # nn.Conv2d calls F.conv2d with 7 positional arguments: unpack them without binding
+            a = dict(zip(_CONV_NAMES, args)) if len(args) == 7 and not kwargs else _CONV_SIG.bind(*args, **kwargs).arguments
+            fb = self.feedback.get(id(a["weight"]))
+            if fb is not None:
+                weight, dilation = a["weight"], list(_pair(a.get("dilation", 1)))
+                return self.conv_fn.apply(a["input"], weight, a.get("bias"), fb, list(_pair(a.get("stride", 1))),
+                                          _conv_padding(a.get("padding", 0), weight, dilation), dilation,
+                                          a.get("groups", 1))
+        elif func is F.linear:
+            weight = args[1] if len(args) > 1 else kwargs["weight"]
             fb = self.feedback.get(id(weight))
             if fb is not None:
-                if func is F.linear:
-                    bias = args[2] if len(args) > 2 else kwargs.get("bias")
-                    return FALinear.apply(args[0] if args else kwargs["input"], weight, bias, fb)
-                a = bound.arguments
-                dilation = list(_pair(a.get("dilation", 1)))
-                return FAConv2d.apply(a["input"], weight, a.get("bias"), fb, list(_pair(a.get("stride", 1))),
-                                      _conv_padding(a.get("padding", 0), weight, dilation), dilation,
-                                      a.get("groups", 1))
+                bias = args[2] if len(args) > 2 else kwargs.get("bias")
+                return self.linear_fn.apply(args[0] if args else kwargs["input"], weight, bias, fb)
         return func(*args, **kwargs)
+
+
+FA_INITS = INITS + ("xavier",)
 
 
 @dataclass(frozen=True)
 class FAHParams(OptimHParams):
-    feedback: str = param("gaussian", "feedback init (std = the layer weight's std at setup): gaussian, "
-                                      "uniform, binary (±std), sparse (strided pattern)", choices=INITS)
+    feedback: str = param("gaussian", "feedback init: gaussian, uniform, binary (±std), sparse (strided "
+                                      "pattern), all with the std of the layer's weight at setup; or xavier "
+                                      "(Xavier-uniform from B's fans, BioTorch's FA layers)", choices=FA_INITS)
     feedback_scale: float = param(1.0, "multiplies every B", low=0.0, low_open=True)
     sparse_stride: int = param(2, "sparse feedback: keep 1 entry in `sparse_stride`", low=1)
-    align_samples: int = param(128, "samples of the fixed batch for gradient alignment; 0 = off", low=0)
+    align_samples: int = param(128, "samples of the fixed probe batch for gradient alignment; 0 = off", low=0)
     align_every: int = param(1, "measure alignment every N epochs", low=1)
     log_layers: int = param(24, "log the weight-alignment angle of the first N layers (and their mean)", low=0)
+
+
+def draw_fa_feedback(weight: torch.Tensor, kind: str, gen: torch.Generator, scale: float = 1.0,
+                     stride: int = 2) -> torch.Tensor:
+    """One layer's FA matrix B, in W's shape and memory format, times `scale`."""
+    w = weight.detach()
+    if kind == "xavier":
+        b, std = xavier_uniform(tuple(w.shape), gen), 1.0
+    else:
+        b, std = draw(kind, w.shape[0], w[0].numel(), gen, stride).float().view_as(w), w.float().std()
+    b = b.to(device=w.device, memory_format=torch.contiguous_format)
+    if w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last):
+        b = b.contiguous(memory_format=torch.channels_last)
+    return b * (std * scale)
 
 
 class FA(Method):
@@ -123,16 +154,9 @@ class FA(Method):
     def setup(self, model, ctx):
         super().setup(model, ctx)
         self.layers = model.layers()
-        self.feedback = []
-        for layer in self.layers:
-            w = layer.weight.detach()
-            b = draw(self.hp.feedback, w.shape[0], w[0].numel(), ctx.generator, self.hp.sparse_stride).float()
-            b = b.view_as(w).to(device=w.device, memory_format=torch.contiguous_format)
-            if w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last):
-                b = b.contiguous(memory_format=torch.channels_last)
-            self.feedback.append(b * (w.float().std() * self.hp.feedback_scale))
-        self.opt = make_optimizer(model.parameters(), self.hp)
-        self.sched = make_scheduler(self.opt, self.hp, ctx.total_steps, ctx.steps_per_epoch)
+        self.feedback = [draw_fa_feedback(layer.weight, self.hp.feedback, ctx.generator, self.hp.feedback_scale,
+                                          self.hp.sparse_stride) for layer in self.layers]
+        self.optim = Optimiser(model.parameters(), self.hp, ctx.total_steps, ctx.steps_per_epoch)
         self.probe = AlignmentProbe(model, ctx.data, self.hp.align_samples, self.hp.align_every)
 
     def mode(self) -> FeedbackMode:
@@ -143,20 +167,15 @@ class FA(Method):
         with self.mode():
             logits = self.model(batch.x)
         loss = self.loss_fn(logits, batch.y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.sched.step()
+        self.optim.step(loss)
         return self.step_stats(logits, batch.y, loss)
 
     def signals(self, x, y):
         with self.mode():
             return bp_unit_grads(self.model, x, y)
 
-    def end_epoch(self, epoch):
-        angles = [weight_angle_deg(layer.weight, fb) for layer, fb in zip(self.layers, self.feedback)]
-        out = {f"walign/{i}_deg": a for i, a in enumerate(angles[:self.hp.log_layers])}
-        out["walign/mean_deg"] = sum(angles) / len(angles)
+    def diagnostics(self, epoch):
+        out = weight_alignment(self.layers, self.feedback, self.hp.log_layers)
         if self.probe.due(epoch):
             out |= self.probe.measure(self.signals)
         return out

@@ -1,11 +1,12 @@
 """`hybrid-dfa`: DFA combined with BP (Han & Yoo 2019; Han et al. 2020). Every part of the
 split is a reconstruction: the papers' abstracts say only that DFA is "combined with the
 conventional BP" (2019) and that the network is "divided into several modules" with DFA applied
-"within the module" (2020); see METHODS-BRIEF §3.
+"within the module" (2020); nothing more about the split is available.
 
 Presets (`preset`):
   conv-bp+fc-dfa  hidden FC layers trained by DFA, conv layers by BP (the reading the evidence
-                  weakly favours: the tracking application updates only FC layers with BDFA).
+                  weakly favours: the 2019 paper's tracking application updates only its FC
+                  layers with BDFA).
   conv-dfa+fc-bp  conv layers trained by DFA, the FC stack (and head) by BP.
   modulewise      stem+blocks cut into `modules` contiguous groups (as equal as possible; the
                   head joins the last); BP inside each module; the DFA signal B_m e enters at each
@@ -40,6 +41,7 @@ PRESETS = ("conv-bp+fc-dfa", "conv-dfa+fc-bp", "modulewise")
 
 @dataclass(frozen=True)
 class HybridHParams(DFAHParams):
+    style: str = param("nokland", "hybrids are Nøkland-style DFA (see dfa)", choices=("nokland",))
     preset: str = param("conv-bp+fc-dfa", "which layers DFA trains (see docs/feedback-alignment.md)", choices=PRESETS)
     modules: int = param(3, "modulewise: number of modules (contiguous groups of stem+blocks)", low=1)
     boundary: str = param("bp", "conv/fc presets: the top conv unit gets the true BP gradient from the FC "
@@ -69,15 +71,15 @@ class HybridDFA(DFA):
     HParams = HybridHParams
     summary = "DFA combined with BP: by layer type (two presets) or module-wise (BP inside modules)"
     source = ("Han & Yoo 2019 (arXiv 1901.01986), Han et al. 2020 (arXiv 2006.12830); the splits are "
-              "reconstructions (METHODS-BRIEF §3)")
+              "reconstructions (docs/feedback-alignment.md)")
 
-    def validate(self, model):
+    def reject_settings(self, model, run):
         n = len(units(model))
         if self.hp.preset == "modulewise" and self.hp.modules > n:
             raise UsageError(f"hybrid-dfa: modules={self.hp.modules} but {model.name or 'the model'} has only "
                              f"{n} units (stem + blocks); choose modules <= {n}")
 
-    def check(self, model, data):
+    def skip_reason(self, model, data):
         if self.hp.preset == "modulewise":
             return None
         kinds = unit_kinds(model)

@@ -51,6 +51,18 @@ def draw(kind: str, rows: int, cols: int, gen: torch.Generator, stride: int = 2)
     raise ValueError(f"unknown feedback init '{kind}'; choose one of {', '.join(INITS)}")
 
 
+def xavier_bound(shape: tuple[int, ...]) -> float:
+    """Xavier/Glorot-uniform bound sqrt(6/(fan_in+fan_out)) of a weight-shaped tensor, with
+    PyTorch's fans (fan_in = shape[1]·kernel, fan_out = shape[0]·kernel)."""
+    receptive = math.prod(shape[2:]) if len(shape) > 2 else 1
+    return math.sqrt(6.0 / (shape[1] * receptive + shape[0] * receptive))
+
+
+def xavier_uniform(shape: tuple[int, ...], gen: torch.Generator) -> torch.Tensor:
+    """U(−bound, bound) with the Xavier bound: BioTorch's feedback init (`init: xavier`)."""
+    return (torch.rand(shape, generator=gen) * 2 - 1) * xavier_bound(shape)
+
+
 class FeedbackBank(torch.nn.Module):
     """The DFA feedback of every feedback point, concatenated so that one matmul projects the
     output error to all points. Stored transposed, (n_classes × Σ dim_l), so the projection is

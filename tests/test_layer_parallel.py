@@ -153,8 +153,9 @@ def run_method(name, data, epochs=2, **hp):
 
 
 def test_first_al_step_matches_hand_computed_multipliers():
-    """At the first step λ = F₁(x) (initialisation) and μ = 0, so r = 0 and stage 1 does not move;
-    then λ₁ = λ − a·(d/β)·g and μ₁ = β·(F₁ − λ₁) = a·d·g, with g the per-sample CE gradient at λ."""
+    """λ starts at a − (d/β)·g₀ (a = F₁(x), g₀ the per-sample CE gradient at a) and μ = 0; the first
+    step sees r = a − λ = (d/β)·g₀ and stage 2's gradient g₁ at λ, so λ₁ = λ + a_step·(r − (d/β)·g₁)
+    and μ₁ = β·(a − λ₁)."""
     data = random_bundle(n_train=8, batch_size=8)
     torch.manual_seed(0)
     model = build_model("odenet:2-2", data.input_shape, data.num_classes)
@@ -163,13 +164,93 @@ def test_first_al_step_matches_hand_computed_multipliers():
     method = METHODS["augmented-lagrangian"](hp)
     method.setup(model, make_context(data, 1))
     batch = next(iter(data.train_batches(0, 0)))
-    lam0 = split_stages(copy.deepcopy(model), 2)[0](data.fetch(batch.index))
+    a = split_stages(copy.deepcopy(model), 2)[0](data.fetch(batch.index)).detach()
+    d = a[0].numel()
+
+    def per_sample_gradient(inp):
+        inp = inp.detach().requires_grad_(True)
+        return torch.autograd.grad(F.cross_entropy(stage2(inp), batch.y, reduction="sum"), inp)[0]
+
+    lam = a - d / hp.beta * per_sample_gradient(a)
     method.train_step(batch)
-    inp = lam0.detach().requires_grad_(True)
-    (g,) = torch.autograd.grad(F.cross_entropy(stage2(inp), batch.y, reduction="sum"), inp)
-    d = lam0[0].numel()
-    torch.testing.assert_close(method.aux.mu[0][batch.index], 0.5 * d * g, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(method.aux.lam[0][batch.index], lam0 - 0.5 * d / hp.beta * g, rtol=1e-4, atol=1e-6)
+    lam1 = lam + 0.5 * (a - lam - d / hp.beta * per_sample_gradient(lam))
+    torch.testing.assert_close(method.aux.lam[0][batch.index], lam1, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(method.aux.mu[0][batch.index], hp.beta * (a - lam1), rtol=1e-3, atol=1e-4)
+
+
+def test_first_step_gives_stage_one_the_backprop_gradient():
+    """From the first-order λ start, stage 1's first target is a − r with β/d·r = ∂ℓ/∂a: its first
+    update is exactly BP's (plain SGD, no weight decay), not zero as from λ = a."""
+    data = random_bundle(n_train=16, batch_size=16)
+    torch.manual_seed(0)
+    model = build_model("odenet:2-2", data.input_shape, data.num_classes)
+    reference = copy.deepcopy(model)
+    batch = next(iter(data.train_batches(0, 0)))
+    F.cross_entropy(reference(batch.x), batch.y).backward()
+    stage1_ref = split_stages(reference, 2)[0]
+    hp = METHODS["penalty"].HParams(serial_share=0.0, momentum=0.0, weight_decay=0.0)
+    method = METHODS["penalty"](hp)
+    method.setup(model, make_context(data, 1))
+    out = method.train_step(batch)
+    assert float(out["violation_b1"]) > 0
+    for p, q in zip(method.stages[0].parameters(), stage1_ref.parameters()):  # the gradient of the step
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_per_element_penalty_is_the_sum_of_squares_penalty_with_beta_over_d():
+    """The stage objective β/2·mean_j r² + mean_j μ·r and the λ/μ updates equal those of the
+    sum-of-squares form β_s/2·‖r‖² + ⟨μ_s, r⟩ with β_s = β/d, μ_s = μ/d, computed here by hand."""
+    torch.manual_seed(0)
+    stage = nn.Sequential(nn.Linear(4, 6), nn.Tanh()).double()
+    x, lam, mu = torch.randn(5, 4, dtype=torch.float64), torch.randn(5, 6, dtype=torch.float64), \
+        torch.randn(5, 6, dtype=torch.float64)
+    beta, d, a = 3.0, 6, 0.5
+    beta_s, mu_s = beta / d, mu / d
+    r = stage(x) - lam
+    by_hand = (0.5 * beta_s * r.pow(2).sum(1) + (mu_s * r).sum(1)).mean()
+    expected = torch.autograd.grad(by_hand, list(stage.parameters()))
+    got = stage1_gradient(stage, lam, x, beta, mu)
+    torch.testing.assert_close(got, torch.cat([g.flatten() for g in expected]))
+    g_next = torch.randn(5, 6, dtype=torch.float64)  # per-sample ∂J₂/∂λ
+    with torch.no_grad():
+        f = stage(x)
+    new_lam, new_mu = aux_update(lam, mu, f, g_next, beta, d, a)
+    lam_s = lam + a * (f - lam + mu_s / beta_s - g_next / beta_s)  # a step preconditioned by 1/β_s
+    torch.testing.assert_close(new_lam, lam_s)
+    torch.testing.assert_close(new_mu / d, mu_s + beta_s * (f - lam_s))
+
+
+def test_serial_phase_continues_the_schedule_and_the_phases_are_named():
+    """The stages follow the run's one step schedule; the serial phase picks it up where the
+    parallel phase stopped, instead of restarting at the full rate."""
+    data = random_bundle(n_train=32, batch_size=16)
+    torch.manual_seed(0)
+    model = build_model("odenet:4-4", data.input_shape, data.num_classes)
+    hp = METHODS["penalty"].HParams(serial_share=0.25, lr=0.1, schedule="step", milestones=(0.5, 0.75))
+    method = METHODS["penalty"](hp)
+    method.setup(model, make_context(data, 4))
+    assert [method.phase(e) for e in range(4)] == ["parallel"] * 3 + ["serial"]
+    lrs = []
+    try:
+        for e in range(4):
+            for b in data.train_batches(0, e):
+                method.train_step(b)
+                optim = method.serial_optim or method.runner.solvers[0].optim
+                lrs.append(optim.opt.param_groups[0]["lr"])
+            method.end_epoch(e)
+    finally:
+        method.close()
+    # 8 steps: lr after each step, 0.1 until step 4 (50%), 0.01 until step 6 (75%), then 0.001
+    torch.testing.assert_close(torch.tensor(lrs), torch.tensor([0.1] * 3 + [0.01] * 2 + [0.001] * 3))
+
+
+def test_distributed_stages_on_a_gpu_are_refused_before_any_compute():
+    from suite.config import TrainConfig
+    model = build_model("odenet:4-4", (1, 28, 28), 10)
+    method = METHODS["penalty"](METHODS["penalty"].HParams(distributed=True))
+    with pytest.raises(UsageError, match="implemented for CPU"):
+        method.reject_settings(model, TrainConfig(device="cuda"))
+    method.reject_settings(model, TrainConfig(device="cpu"))
 
 
 def test_ds_filter_cuts_logged_communication_by_stride_squared():
@@ -191,8 +272,13 @@ def test_serial_parallel_hybrid_switches_to_serial_bp_for_the_last_share():
 @pytest.mark.parametrize("name", ["penalty", "augmented-lagrangian"])
 def test_two_worker_processes_give_the_single_process_parameters(name):
     data = random_bundle(n_train=48, batch_size=16)
-    local, local_logs = run_method(name, data, serial_share=0.0)
-    dist, dist_logs = run_method(name, data, serial_share=0.0, distributed=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the workers' thread count, so kernels sum in the same order
+    try:
+        local, local_logs = run_method(name, data, serial_share=0.0)
+        dist, dist_logs = run_method(name, data, serial_share=0.0, distributed=True)
+    finally:
+        torch.set_num_threads(threads)
     for (pname, a), b in zip(local.state_dict().items(), dist.state_dict().values()):
         torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=pname)
     for (steps_a, _), (steps_b, _) in zip(local_logs, dist_logs):

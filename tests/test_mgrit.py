@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from suite.config import TrainConfig
+from suite.data import DataBundle, Split
 from suite.methods import METHODS
 from suite.methods.layer_parallel.mgrit import (
     Iterations,
@@ -14,6 +16,7 @@ from suite.methods.layer_parallel.mgrit import (
     MgritSolver,
     Phase,
     RunTrace,
+    WarmStart,
     critical_path,
     euler_step,
     mgrit_run,
@@ -168,7 +171,7 @@ def test_converged_mgrit_step_equals_a_bp_step():
 def test_check_skips_models_without_ode_runs(model_name):
     data = random_bundle(n_train=16)
     model = build_model(model_name, data.input_shape, data.num_classes)
-    reason = METHODS["mgrit"]().check(model, data)
+    reason = METHODS["mgrit"]().skip_reason(model, data)
     assert reason and "ODE-form" in reason and model_name in reason
 
 
@@ -184,23 +187,37 @@ def test_harness_runs_and_logs_mgrit_on_mnist(tracker, mnist_root):
         assert key in metrics
 
 
+def with_probe_split(data: DataBundle, n: int | None = 16) -> DataBundle:
+    """The same bundle with a probe split of the last n training samples (n = None: no probe split)."""
+    probe = None if n is None else Split(data.train.images[-n:], data.train.labels[-n:])
+    return DataBundle(data.spec, data.train, data.test, None, probe, batch_size=data.batch_size,
+                      eval_batch_size=data.eval_batch_size, augment="none", device=data.device,
+                      channels_last=False)
+
+
 def test_convergence_probe_logs_falling_residuals_and_leaves_the_gradients_alone():
-    """The end-of-epoch probe on a 2-level config (N = 8, c = 4, F-relaxation): relative residuals
-    fall each iteration and reach ≤ 1e-6 by iteration N/c = 2 for both solves; no .grad is written."""
-    data = random_bundle(n_train=32, n_test=32, batch_size=16)
+    """The diagnostics probe on a 2-level config (N = 8, c = 4, F-relaxation): relative residuals
+    fall each iteration and reach ≤ 1e-6 by iteration N/c = 2 for both solves; no .grad is
+    written; it reads the probe split, and nothing without one (never the test split)."""
+    data = with_probe_split(random_bundle(n_train=32, n_test=32, batch_size=16))
     model = build_model("odenet:8-4-fc", data.input_shape, data.num_classes)
-    method = METHODS["mgrit"](MgritHParams(cfactor=4, max_levels=2, probe_iters=4, probe_samples=16))
+    method = METHODS["mgrit"](MgritHParams(cfactor=4, max_levels=2, probe_iters=4, probe_batch=16))
     method.setup(model, make_context(data))
-    metrics = method.end_epoch(0)
+    torch.testing.assert_close(method.probe_data[0], data.normalise(data.probe.images))
+    assert not any(k.startswith("mgrit_probe") for k in method.end_epoch(0))  # on the clock: no probe
+    metrics = method.diagnostics(0)
     assert all(p.grad is None for p in model.parameters())
     for solve in ("fwd", "adj"):
         rel = [metrics[f"mgrit_probe_{solve}_rel_it{k}"] for k in range(1, 5)]
         assert metrics[f"mgrit_probe_{solve}_res0"] > 0
         assert 1e-6 < rel[0] < 1 and rel[1] <= 1e-6, (solve, rel)
-    assert metrics["mgrit_probe_seconds"] > 0
+    no_probe = with_probe_split(random_bundle(n_train=32, n_test=32, batch_size=16), None)  # test split only
+    method = METHODS["mgrit"](MgritHParams(probe_iters=4))
+    method.setup(build_model("odenet:8-4", data.input_shape, data.num_classes), make_context(no_probe))
+    assert method.probe_data is None and method.diagnostics(0) == {}
     off = METHODS["mgrit"](MgritHParams(probe_iters=0))
     off.setup(build_model("odenet:8-4", data.input_shape, data.num_classes), make_context(data))
-    assert not any(k.startswith("mgrit_probe") for k in off.end_epoch(0))
+    assert off.diagnostics(0) == {}
 
 
 def test_chunks_are_whole_level0_intervals_shared_out_evenly():
@@ -215,10 +232,10 @@ def test_chunks_are_whole_level0_intervals_shared_out_evenly():
 def test_two_processes_give_the_single_process_weights_bitwise(cfactor, levels):
     """The same mathematics placed on 2 processes: N = 10 is not a multiple of c = 4 or 3, so the
     adjoint's intervals straddle the chunk boundary and the coarse levels hop between ranks."""
-    data = random_bundle(n_train=32, n_test=32, batch_size=16)
+    data = with_probe_split(random_bundle(n_train=32, n_test=32, batch_size=16))
     torch.manual_seed(0)
     init = build_model("odenet:10-4-fc", data.input_shape, data.num_classes).state_dict()
-    hp = {"lr": 0.3, "cfactor": cfactor, "max_levels": levels, "probe_iters": 3, "probe_samples": 16}
+    hp = {"lr": 0.3, "cfactor": cfactor, "max_levels": levels, "probe_iters": 3, "probe_batch": 16}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the workers' thread count, so kernels sum in the same order
     try:
@@ -231,7 +248,7 @@ def test_two_processes_give_the_single_process_weights_bitwise(cfactor, levels):
             try:
                 batch = next(iter(data.train_batches(0, 0)))
                 steps = [method.train_step(batch) for _ in range(3)]
-                metrics = method.end_epoch(0)
+                metrics = method.end_epoch(0) | method.diagnostics(0)
             finally:
                 method.close()
             results.append((model, steps, metrics))
@@ -243,7 +260,7 @@ def test_two_processes_give_the_single_process_weights_bitwise(cfactor, levels):
         assert torch.equal(p, q), name
     for a, b in zip(local_steps, spread_steps):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    probe = [k for k in local_metrics if k.startswith("mgrit_probe_") and k != "mgrit_probe_seconds"]
+    probe = [k for k in local_metrics if k.startswith("mgrit_probe_")]
     assert probe and all(local_metrics[k] == spread_metrics[k] for k in probe)
 
 
@@ -252,4 +269,126 @@ def test_more_workers_than_coarse_intervals_is_refused_before_any_compute():
     data = random_bundle(n_train=16)
     model = build_model("odenet:8-4", data.input_shape, data.num_classes)
     with pytest.raises(UsageError, match="workers=3 is more than the 2 coarse intervals"):
-        METHODS["mgrit"](MgritHParams(workers=3)).validate(model)
+        METHODS["mgrit"](MgritHParams(workers=3)).reject_settings(model, TrainConfig())
+
+
+def test_worker_processes_on_a_gpu_are_refused_before_any_compute():
+    from suite.errors import UsageError
+    data = random_bundle(n_train=16)
+    model = build_model("odenet:8-4", data.input_shape, data.num_classes)
+    with pytest.raises(UsageError, match="implemented for CPU"):
+        METHODS["mgrit"](MgritHParams(workers=2)).reject_settings(model, TrainConfig(device="cuda"))
+    METHODS["mgrit"](MgritHParams(workers=2)).reject_settings(model, TrainConfig(device="cpu"))
+
+
+# -- TorchBraid's options: skipping the first down-cycle, warm starts ------------------------------
+
+def coarse_serial_guess(blocks, u0, cfactor: int, levels: int):
+    """XBraid's skipped first cycle, computed independently of the solver: the coarsest grid (every
+    c^(L−1)-th point) is propagated serially from u_0 with its coarse steps; each finer level takes
+    the coarse values at its C-points and fills its F-points by its own steps (F-relaxation)."""
+    n = len(blocks)
+    step = euler_step(blocks)
+    points = [list(range(0, n + 1, cfactor ** lvl)) for lvl in range(levels)]
+    values = {0: u0}
+    for lvl in reversed(range(levels)):
+        grid = points[lvl]
+        known = dict(values)
+        for i in range(1, len(grid)):
+            if lvl == levels - 1 or grid[i] not in values:  # coarsest: all; finer: F-points
+                known[grid[i]] = step(grid[i - 1], grid[i], known[grid[i - 1]])
+        values = known
+    return [values[p] for p in range(n + 1)]
+
+
+def test_skip_downcycle_first_cycle_is_the_coarse_propagation_then_f_relaxation():
+    """One iteration with the down-cycle skipped is exactly XBraid's first cycle with skip = 1."""
+    blocks, u0 = ode_run(16)
+    config = MgritConfig(4, 3, skip_downcycle=True)
+    states, trace = solve(blocks, u0, config, Iterations(iters=1))
+    with torch.no_grad():
+        expected = coarse_serial_guess(blocks, u0, 4, 3)
+    assert all(torch.equal(s, e) for s, e in zip(states, expected))
+    assert trace.iterations == 1 and trace.first == 1 and len(trace.residuals) == 1
+    # no relaxation and no residual on the way down: the coarsest level (points 0, 16) serially
+    # (1 chain × 1 step), level 1's one interval F-relaxed (1 × 3), level 0's four (4 × 3), then
+    # the residual at level 0's C-points (4 × 1)
+    assert trace.phases == [Phase(1, 1), Phase(1, 3), Phase(4, 3), Phase(4, 1)]
+    _, plain = solve(blocks, u0, MgritConfig(4, 3), Iterations(iters=1))
+    assert critical_path(trace.phases, 4) < critical_path(plain.phases, 4)
+
+
+@pytest.mark.parametrize("n,cfactor,levels", [(16, 4, 3), (16, 2, 2), (10, 3, 3)])
+def test_skip_downcycle_still_converges_to_the_serial_states_and_gradients(n, cfactor, levels):
+    blocks, u0 = ode_run(n)
+    config = MgritConfig(cfactor, levels, skip_downcycle=True)
+    states, trace = solve(blocks, u0, config, CONVERGED)
+    assert max_relative_error(states, serial_states(blocks, u0)) <= 1e-5
+    assert trace.residuals[-1] <= 1e-13 * trace.residuals[0]
+    weight = torch.randn_like(u0)
+    expected = serial_gradients(blocks, u0, weight)
+    x = u0.clone().requires_grad_()
+    out = mgrit_run(blocks, x, config, CONVERGED, CONVERGED)
+    got = torch.autograd.grad((out * weight).sum(), [x, *[p for b in blocks for p in b.parameters()]])
+    assert max_relative_error(got, expected) <= 1e-4
+
+
+def test_warm_start_from_an_exact_solution_of_the_same_input_takes_no_iteration():
+    blocks, u0 = ode_run(16)
+    warm = WarmStart()
+    from suite.methods.layer_parallel.mgrit import LocalPlacement, run_forward
+    with torch.no_grad():
+        _, cold_states, cold = run_forward(blocks, u0, MgritConfig(4, 3), CONVERGED, LocalPlacement(), warm)
+        _, states, again = run_forward(blocks, u0, MgritConfig(4, 3), CONVERGED, LocalPlacement(), warm)
+    assert cold.iterations > 1 and again.iterations == 0
+    assert again.reference == cold.reference  # measured against the cold solve's reference
+    assert max_relative_error(states, serial_states(blocks, u0)) <= 1e-5
+    # fixed iteration counts: starting at the solution, one more cycle stays there
+    with torch.no_grad():
+        _, one, _ = run_forward(blocks, u0, MgritConfig(4, 3), Iterations(1), LocalPlacement(), warm)
+    assert max_relative_error(one, serial_states(blocks, u0)) <= 1e-5
+
+
+def test_warm_start_guess_is_used_and_a_new_batch_shape_starts_cold():
+    blocks, u0 = ode_run(16)
+    guess = serial_states(blocks, u0)
+    other = torch.randn_like(u0)
+    cold, _ = solve(blocks, other, MgritConfig(4, 3), Iterations(1))
+    with torch.no_grad():
+        warm, _ = MgritSolver(euler_step(blocks), list(range(17)), MgritConfig(4, 3)).solve(other, Iterations(1), guess)
+    assert torch.equal(warm[0], other) and not torch.equal(warm[-1], cold[-1])
+    keep = WarmStart()
+    keep.kept["fwd"] = (guess, torch.tensor(1.0))
+    assert keep.guess("fwd", other)[0] is guess
+    assert keep.guess("fwd", other[:1]) == (None, None)  # the epoch's last, shorter batch
+    assert keep.guess("adj", other) == (None, None)
+
+
+def test_with_skip_downcycle_a_warm_start_changes_nothing():
+    """XBraid's skipped cycle overwrites every point, so TorchBraid's warm restart has no effect
+    on the states when skip is on (its default): bitwise equal to a cold solve."""
+    blocks, u0 = ode_run(16)
+    config = MgritConfig(4, 3, skip_downcycle=True)
+    cold, _ = solve(blocks, u0, config, Iterations(2))
+    with torch.no_grad():
+        warm, _ = MgritSolver(euler_step(blocks), list(range(17)), config).solve(
+            u0, Iterations(2), [torch.randn_like(u0) for _ in range(17)])
+    assert all(torch.equal(a, b) for a, b in zip(cold, warm))
+
+
+def test_method_warm_start_keeps_the_training_solves_and_the_probe_leaves_them_alone():
+    data = with_probe_split(random_bundle(n_train=48, n_test=16, batch_size=16))
+    torch.manual_seed(0)
+    model = build_model("odenet:8-4-fc", data.input_shape, data.num_classes)
+    method = METHODS["mgrit"](MgritHParams(cfactor=2, warm_start=True, skip_downcycle=False, probe_iters=2,
+                                           probe_batch=8, lr=0.01))
+    method.setup(model, make_context(data))
+    batches = list(data.train_batches(0, 0))
+    method.train_step(batches[0])
+    kept = method.team.warm[0]
+    fwd_states, _ = kept.kept["fwd"]
+    assert fwd_states[0].shape[0] == 16 and set(kept.kept) == {"fwd", "adj"}
+    method.diagnostics(0)  # an 8-sample probe must not replace the 16-sample training states
+    assert method.team.warm[0].kept["fwd"][0] is fwd_states
+    out = method.train_step(batches[1])
+    assert float(out["mgrit_fwd_iters"]) == 2 and float(out["loss"]) > 0

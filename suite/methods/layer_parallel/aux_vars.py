@@ -2,14 +2,26 @@
 boundary, indexed by the batch's sample indices.
 
 They live in the coordinator's host memory (CPU), in the stored (reduced, when DS is on)
-resolution: N_train × C × H × W × 4 bytes per boundary (METHODS-BRIEF §1's storage warning). All
-λ are initialised in one forward pass of the initial network (train-mode BatchNorm, running statistics untouched) over the un-augmented training set,
-inside the first training step so the cost is on the clock.
+resolution: N_train × C × H × W × 4 bytes per boundary — 64 KB per sample after the first stage of
+a CIFAR ResNet, ≈ 3.3 GB for 50k samples, which is why the DS filter matters.
+
+Initialisation [R]. λ_k starts at the first-order solution of its own sub-problem for the
+initial weights: the serial activation a_k = D(F_k(R(λ_{k−1}))) moved against the task loss,
+
+    λ_k = a_k − (d_k/β_0)·∂ℓ/∂a_k      (per sample; ∂ℓ/∂a_k through the serial network)
+
+which minimises ℓ + β_0/2·mean_j (a_k − λ_k)² to first order in 1/β_0. Starting at λ_k = a_k
+instead makes every residual exactly zero when a sample is first visited, so stage 1 gets no
+gradient in the whole first epoch; from this start its first target gives it BP's per-sample
+gradient (β/d·r = ∂ℓ/∂a_k). Cost: one forward and backward pass of the initial network over the
+un-augmented training set (train-mode BatchNorm, running statistics put back, no parameter
+gradient), inside the first training step, so on the clock.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def aux_update(lam, mu, reduced, grad_next, beta: float, elements: int, step: float):
@@ -41,20 +53,26 @@ class AuxiliaryVariables:
         tensors = self.lam + (self.mu or [])
         return sum(t.numel() * t.element_size() for t in tensors)
 
-    @torch.no_grad()
-    def initialise(self, stages, filters, fetch, n_samples: int, chunk: int = 512) -> None:
-        """λ_k = D(F_k(R(λ_{k−1}))) with λ_0 the clean images: the serial forward, as stored."""
+    def initialise(self, stages, filters, fetch, labels, beta: float, elements: list[int],
+                   chunk: int = 512) -> None:
+        """λ_k = a_k − (d_k/β)·∂ℓ/∂a_k at the initial weights, a_k the serial forward as stored."""
         # train-mode BatchNorm (batch statistics, as the stages will see) without moving the
         # running statistics: they are put back afterwards
         buffers = [{k: b.clone() for k, b in s.named_buffers()} for s in stages]
+        n_samples = len(labels)
         for start in range(0, n_samples, chunk):
             index = torch.arange(start, min(start + chunk, n_samples))
-            x = fetch(index)
+            x, stored = fetch(index), []
             for k, stage in enumerate(stages[:-1]):
-                x = stage(x if k == 0 else filters[k - 1].restore(x))
-                x = filters[k].reduce(x)
-                self.lam[k][index] = x.float().cpu()
-        for s, saved in zip(stages, buffers):
-            for name, b in s.named_buffers():
-                b.copy_(saved[name])
+                x = filters[k].reduce(stage(x if k == 0 else filters[k - 1].restore(x)))
+                stored.append(x)
+            logits = stages[-1](filters[-1].restore(x))
+            loss = F.cross_entropy(logits, labels[index.to(labels.device)], reduction="sum")  # per-sample gradients
+            grads = torch.autograd.grad(loss, stored)  # no parameter's .grad is touched
+            for k, (a, g) in enumerate(zip(stored, grads)):
+                self.lam[k][index] = (a - (elements[k] / beta) * g).detach().float().cpu()
+        with torch.no_grad():
+            for s, saved in zip(stages, buffers):
+                for name, b in s.named_buffers():
+                    b.copy_(saved[name])
         self.initialised = True

@@ -3,9 +3,11 @@
 A run of N blocks is the forward-Euler system u_{n+1} = Φ_n(u_n) = u_n + branch_n(u_n), n < N, with
 the step size h folded into `branch_n`. `MgritSolver` solves any such one-step system
         u_0 = g_0,   u_i − Φ(u_{i−1}) = g_i   (i ≥ 1)
-on a hierarchy of grids by the nonlinear (FAS) multigrid V-cycle of Falgout et al. 2014 as used
-by XBraid/TorchBraid (METHODS-BRIEF §2, [S]/[C]); `mgrit_run` uses it for the forward states and,
-backward in layer-time, for the linear adjoint, inside one autograd Function.
+on a hierarchy of grids by the nonlinear (FAS) multigrid V-cycle of Falgout et al. 2014 (SIAM J.
+Sci. Comput. 36(6), the MGRIT paper) as implemented by XBraid and used by TorchBraid
+(github.com/Multilevel-NN/torchbraid); `mgrit_run` uses it for the forward states and, backward
+in layer-time, for the linear adjoint, inside one autograd Function. Tags: [S] standard MGRIT,
+[C] seen in TorchBraid's or XBraid's code, [R] this suite's choice.
 
 Grids. Level 0 holds the N+1 fine points (block indices 0..N). Level l+1 keeps every c-th point
 of level l (its C-points); the others are F-points. N need not be divisible by c: points after
@@ -20,10 +22,26 @@ forward bit for bit. The adjoint's coarse step is the VJP of that propagator.
 Cycle. F-relaxation on level 0, FCF on coarser levels (XBraid nrelax0 = 0, nrelax = 1 [C]);
 FAS restriction by injection; coarsest level solved serially; correction at C-points, then
 F-relaxation. The initial guess is the initial value u_0 copied to every point [R: for small h a
-step is near the identity, so this is the zero-cost guess closest to the solution].
+step is near the identity, so this is the zero-cost guess closest to the solution; TorchBraid
+starts from zeros], or, with a warm start, the states of the previous solve (below).
+
+TorchBraid's two options [C: `torchbraid_app.pyx` sets XBraid's `braid_SetSkip`; the core is
+reused between batches, so each `braid_Drive` is a warm restart]:
+* `skip_downcycle`: the first V-cycle does no work on the way down — no relaxation, no residual,
+  no FAS correction — so the coarsest level solves the plain coarse system from u_0 and the way
+  up interpolates and F-relaxes as usual (XBraid `_braid_Drive`: start on the coarsest level
+  after `_braid_CopyFineToCoarse`; `_braid_FInterp` cleans the coarse right-hand sides after
+  each cycle, so none carries over between solves). That first cycle overwrites every point, so
+  with it a warm start changes nothing (tested).
+* warm start (`guess`): the solve starts from given states, u_0 replaced by the new initial value
+  (XBraid `warm_restart`, `setInitial`).
 
 Residual. After each iteration, ‖r‖ over level-0 C-points (F-point residuals are zero after the
-final F-relaxation); `tol` > 0 stops when ‖r_k‖ ≤ tol·‖r_0‖, r_0 being that of the F-relaxed guess.
+final F-relaxation); `tol` > 0 stops when ‖r_k‖ ≤ tol·‖r_ref‖, checked before every cycle. r_ref is
+the first residual the solve computes (that of the F-relaxed guess, or after the skipped first
+cycle), except that a warm-started solve keeps the reference of the solve it starts from [R]:
+its own first residual is already small, and measuring against it would demand more of it than
+of a cold solve.
 
 Modelled cost. Every relaxation, residual and coarse solve is logged as a `Phase`: `chains`
 independent sequences of `length` layer evaluations each. With P workers a phase takes
@@ -50,6 +68,7 @@ class MgritConfig:
     max_levels: int = 3
     nrelax_fine: int = 0  # CF sweeps after the first F-relaxation on level 0 (0 = F-relaxation)
     nrelax_coarse: int = 1  # the same on coarser levels (1 = FCF)
+    skip_downcycle: bool = False  # the first V-cycle does no work on the way down (XBraid's skip)
 
 
 @dataclass(frozen=True)
@@ -68,12 +87,14 @@ class Phase:
 
 @dataclass
 class SolveTrace:
-    residuals: list[torch.Tensor] = field(default_factory=list)  # ‖r_k‖, k = 0 (guess) .. iterations
+    residuals: list[torch.Tensor] = field(default_factory=list)  # ‖r_k‖, k = first .. iterations
     phases: list[Phase] = field(default_factory=list)
+    first: int = 0  # iteration of residuals[0]: 0 (the guess), 1 after a skipped down-cycle
+    reference: torch.Tensor | None = None  # ‖r_ref‖ of the relative tolerance
 
     @property
     def iterations(self) -> int:
-        return max(0, len(self.residuals) - 1)
+        return max(0, len(self.residuals) - 1 + self.first)
 
 
 def critical_path(phases: Sequence[Phase], workers: int) -> int:
@@ -100,24 +121,35 @@ class MgritSolver:
         self.place = place or LocalPlacement()
         self.levels = coarsen(points, config.cfactor, config.max_levels)
 
-    def solve(self, u0: torch.Tensor, until: Iterations) -> tuple[list[torch.Tensor], SolveTrace]:
+    def solve(self, u0: torch.Tensor, until: Iterations, guess: list | None = None,
+              reference: torch.Tensor | None = None) -> tuple[list[torch.Tensor], SolveTrace]:
+        """The states at every point. `guess`: a warm start (its entry 0 is replaced by u0);
+        `reference`: the ‖r_ref‖ that `until.tol` is relative to (default: the first residual)."""
         trace = SolveTrace()
-        u = [u0] * len(self.levels[0])
+        u = list(guess) if guess is not None else [u0] * len(self.levels[0])
+        u[0] = u0
         g = [u0] + [None] * (len(u) - 1)  # None: a zero right-hand side, skipped (bitwise serial)
         if len(self.levels) == 1:
             self._serial(0, u, g, trace)
             trace.residuals.append(torch.zeros((), dtype=torch.float64, device=u0.device))
+            trace.reference = trace.residuals[0]
             self.place.flush()
             return u, trace
-        self._f_relax(0, u, g, trace)
+        if self.config.skip_downcycle:
+            self._cycle(0, u, g, trace, skip=True)
+            trace.first = 1
+        else:
+            self._f_relax(0, u, g, trace)
         residual = self._residual(0, u, g, trace)
         trace.residuals.append(self._norm(0, residual))
-        for _ in range(until.max_iters if until.tol > 0 else until.iters):
+        trace.reference = trace.residuals[0] if reference is None else reference
+        budget = until.max_iters if until.tol > 0 else until.iters
+        while trace.iterations < budget:
+            if until.tol > 0 and trace.residuals[-1] <= until.tol * trace.reference:
+                break
             self._cycle(0, u, g, trace, residual)
             residual = self._residual(0, u, g, trace)
             trace.residuals.append(self._norm(0, residual))
-            if until.tol > 0 and trace.residuals[-1] <= until.tol * trace.residuals[0]:
-                break
         self.place.flush()
         return u, trace
 
@@ -180,11 +212,19 @@ class MgritSolver:
             squares.append(self.place.share(mine, home, like))
         return torch.stack(squares).sum().sqrt()
 
-    def _cycle(self, lvl, u, g, trace, residual=None) -> None:
+    def _cycle(self, lvl, u, g, trace, residual=None, skip: bool = False) -> None:
         """One FAS V-cycle from level `lvl`. A given `residual` (of u) means u is already F-relaxed,
-        as it is on level 0 after the previous cycle: the leading F-relaxation would change nothing."""
+        as it is on level 0 after the previous cycle: the leading F-relaxation would change nothing.
+        `skip`: no work on the way down; the coarse level starts from the injected values with the
+        injected right-hand side (zero beyond u_0: no FAS correction)."""
         if lvl == len(self.levels) - 1:
             self._serial(lvl, u, g, trace)
+            return
+        if skip:
+            v = u[::self.c]
+            self._cycle(lvl + 1, v, g[::self.c], trace, skip=True)
+            u[::self.c] = v
+            self._f_relax(lvl, u, g, trace)
             return
         nrelax = self.config.nrelax_fine if lvl == 0 else self.config.nrelax_coarse
         if residual is None:
@@ -239,22 +279,46 @@ def trainable_flat(block: nn.Module) -> int:
     return sum(p.numel() for p in block.parameters() if p.requires_grad)
 
 
+class WarmStart:
+    """The last solve's states and tolerance reference, per solve kind ("fwd"/"adj"), kept by
+    each rank for its own points; offered as the next solve's guess when the shapes match (the
+    epoch's last, shorter batch starts cold) [C: XBraid's warm restart]."""
+
+    def __init__(self):
+        self.kept: dict[str, tuple[list, torch.Tensor]] = {}
+
+    def guess(self, kind: str, like: torch.Tensor) -> tuple[list | None, torch.Tensor | None]:
+        states, reference = self.kept.get(kind, (None, None))
+        if states is None or states[0].shape != like.shape:
+            return None, None
+        return states, reference
+
+    def keep(self, kind: str, states: list, trace: SolveTrace) -> None:
+        self.kept[kind] = ([None if s is None else s.detach() for s in states], trace.reference)
+
+
 def run_forward(blocks: Sequence[nn.Module], u0: torch.Tensor, config: MgritConfig, until: Iterations,
-                place) -> tuple[torch.Tensor | None, list, SolveTrace]:
+                place, warm: WarmStart | None = None) -> tuple[torch.Tensor | None, list, SolveTrace]:
     """The forward states of a run by MGRIT (SPMD: every rank of `place` calls this). Returns u_N
-    on rank 0, the states (this rank's meaningful at their homes) and the solve's trace."""
+    on rank 0, the states (this rank's meaningful at their homes) and the solve's trace. With
+    `warm`, the solve starts from (and leaves) the previous forward solve's states."""
     n = len(blocks)
-    states, trace = MgritSolver(euler_step(blocks), list(range(n + 1)), config, place).solve(u0, until)
+    guess, reference = warm.guess("fwd", u0) if warm is not None else (None, None)
+    solver = MgritSolver(euler_step(blocks), list(range(n + 1)), config, place)
+    states, trace = solver.solve(u0, until, guess, reference)
+    if warm is not None:
+        warm.keep("fwd", states, trace)
     out = place.move(states[n], place.home(n), 0)
     place.flush()
     return out, states, trace
 
 
 def run_adjoint(blocks: Sequence[nn.Module], states: list, grad_out: torch.Tensor, config: MgritConfig,
-                until: Iterations, place) -> tuple[torch.Tensor | None, list, SolveTrace]:
+                until: Iterations, place, warm: WarmStart | None = None) -> tuple[torch.Tensor | None, list, SolveTrace]:
     """The adjoint of a run by MGRIT at its (possibly inexact) forward `states`, and each layer's
     parameter VJP on the layer's owner (SPMD). Returns, on rank 0, dL/du_0 and one flat gradient
-    of the trainable parameters per block; the trace on every rank."""
+    of the trainable parameters per block; the trace on every rank. With `warm`, the solve
+    starts from (and leaves) the previous adjoint solve's states."""
     n = len(blocks)
     inputs, outputs = {}, {}
     with torch.enable_grad():  # each owned layer's graph at its state, built once
@@ -268,8 +332,11 @@ def run_adjoint(blocks: Sequence[nn.Module], states: list, grad_out: torch.Tenso
         vjp, = torch.autograd.grad(outputs[a], inputs[a], w, retain_graph=True)
         return w + vjp if b - a == 1 else w + (b - a) * vjp
 
+    guess, reference = warm.guess("adj", grad_out) if warm is not None else (None, None)
     solver = MgritSolver(adjoint_step, list(range(n, -1, -1)), config, place)
-    adjoints, trace = solver.solve(grad_out, until)
+    adjoints, trace = solver.solve(grad_out, until, guess, reference)
+    if warm is not None:
+        warm.keep("adj", adjoints, trace)
     adjoints = adjoints[::-1]  # w_n at index n
     flat_grads = []
     for a, block in enumerate(blocks):  # independent per layer, each on its owner, then to rank 0
@@ -290,20 +357,27 @@ class LocalTeam:
 
     def __init__(self, config: MgritConfig):
         self.config = config
+        self.warm: dict[int, WarmStart] = {}  # run -> its last solves, for warm starts
 
-    def forward(self, run: int, blocks, u0, until):
-        out, states, trace = run_forward(blocks, u0, self.config, until, LocalPlacement())
+    def forward(self, run: int, blocks, u0, until, warm: bool = False):
+        keep = self.warm.setdefault(run, WarmStart()) if warm else None
+        out, states, trace = run_forward(blocks, u0, self.config, until, LocalPlacement(), keep)
         return out.clone(), states, trace
 
-    def adjoint(self, run: int, blocks, states, grad_out, until):
-        return run_adjoint(blocks, states, grad_out, self.config, until, LocalPlacement())
+    def adjoint(self, run: int, blocks, states, grad_out, until, warm: bool = False):
+        keep = self.warm.setdefault(run, WarmStart()) if warm else None
+        return run_adjoint(blocks, states, grad_out, self.config, until, LocalPlacement(), keep)
+
+    def close(self) -> None:
+        return None
 
 
 class _MgritRun(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u0, run, blocks, team, fwd, bwd, trace, *params):
-        out, states, trace.forward = team.forward(run, blocks, u0, fwd)
+    def forward(ctx, u0, run, blocks, team, fwd, bwd, trace, warm, *params):
+        out, states, trace.forward = team.forward(run, blocks, u0, fwd, warm)
         ctx.run, ctx.blocks, ctx.team, ctx.bwd, ctx.trace, ctx.states = run, blocks, team, bwd, trace, states
+        ctx.warm = warm
         trace.layers = len(blocks)
         return out
 
@@ -311,7 +385,8 @@ class _MgritRun(torch.autograd.Function):
     def backward(ctx, grad_out):
         # the adjoint in the states' layout, whatever strides the head's backward produced
         grad_out = grad_out.contiguous(memory_format=memory_format(ctx.states[0]))
-        grad_in, flat_grads, ctx.trace.adjoint = ctx.team.adjoint(ctx.run, ctx.blocks, ctx.states, grad_out, ctx.bwd)
+        grad_in, flat_grads, ctx.trace.adjoint = ctx.team.adjoint(ctx.run, ctx.blocks, ctx.states, grad_out,
+                                                                  ctx.bwd, ctx.warm)
         ctx.states = None
         grads = []
         for block, flat in zip(ctx.blocks, flat_grads):
@@ -322,13 +397,15 @@ class _MgritRun(torch.autograd.Function):
                     continue
                 grads.append(flat[offset:offset + p.numel()].view_as(p))
                 offset += p.numel()
-        return (grad_in, None, None, None, None, None, None, *grads)
+        return (grad_in, None, None, None, None, None, None, None, *grads)
 
 
 def mgrit_run(blocks: Sequence[nn.Module], u0: torch.Tensor, config: MgritConfig, fwd: Iterations,
-              bwd: Iterations, trace: RunTrace | None = None, team=None, run: int = 0) -> torch.Tensor:
+              bwd: Iterations, trace: RunTrace | None = None, team=None, run: int = 0,
+              warm: bool = False) -> torch.Tensor:
     """u_N of the run by MGRIT; backward solves the adjoint by MGRIT too. `trace` collects both;
-    `team` places the layers on processes (default: all here), `run` names the run to it."""
+    `team` places the layers on processes (default: all here), `run` names the run to it; `warm`
+    starts both solves from the team's previous solves of this run (and keeps these)."""
     params = [p for block in blocks for p in block.parameters()]
     return _MgritRun.apply(u0, run, list(blocks), team or LocalTeam(config), fwd, bwd,
-                           trace if trace is not None else RunTrace(), *params)
+                           trace if trace is not None else RunTrace(), warm, *params)

@@ -1,6 +1,8 @@
 """`mgrit`: layer-parallel training by multigrid in the layer dimension (Günther, Ruthotto,
-Schroder, Cyr, Gauger 2020, SIMODS; METHODS-BRIEF §2), as in TorchBraid. The solver and every
-algorithmic choice are in `mgrit.py`; docs/mgrit.md lists them with their sources.
+Schroder, Cyr, Gauger 2020, SIMODS 2(1), arXiv 1812.04352), as in TorchBraid
+(github.com/Multilevel-NN/torchbraid). The solver and every algorithmic choice are in
+`mgrit.py`; docs/mgrit.md lists them with their sources ([C] seen in TorchBraid's or the
+authors' code, [R] this suite's choice, [NF] not found in the available text).
 
 One training step: stem serially → each maximal run of ≥ 2 consecutive ODE-form blocks by
 `fwd_iters` MGRIT iterations → the other blocks and the head serially → cross-entropy → backward,
@@ -13,7 +15,9 @@ states) → optimiser step. Choices and their standing:
   a relative residual, at most `max_iters` iterations) [R: the paper's tolerances NF].
 * F-relaxation on the finest level, FCF on coarser ones (nrelax0 = 0, nrelax = 1) [C].
 * initial guess: the run's input copied to every point, for the state and (the output gradient)
-  for the adjoint; no warm start across steps, since every batch differs [R].
+  for the adjoint [R]; `warm_start` starts each solve from the previous step's states instead,
+  and `skip_downcycle` does no work on the first cycle's way down — TorchBraid's two options
+  (its example runs with both on) [C]; both are off by default.
 * optimiser: SGD/Adam with the same recipe and defaults as `bp`, so the two differ only in how the
   gradient is computed; the paper used full-batch L-BFGS with line search, TorchBraid's example
   SGD lr 0.01, momentum 0.9 [C] — set those through the hparams when reproducing it.
@@ -24,26 +28,30 @@ states) → optimiser step. Choices and their standing:
   the same solver code on every rank, each rank owning a contiguous chunk of layers; the epoch
   time is then *measured* with P processes. The `modelled_speedup_p*` figures are the critical
   path of layer evaluations with P workers and no communication, for any P.
-* convergence probe [R]: at the end of each epoch, `probe_iters` forward and adjoint MGRIT
-  iterations on a fixed batch (validation split, else test) at the current weights, logged as
-  the relative residual per iteration (the paper's residual-vs-iteration figure). It changes no
-  weight or gradient; its seconds are logged (`mgrit_probe_seconds`) so a report can take them off
-  the epoch time, since `end_epoch` is on the harness's clock.
+* convergence probe [R]: after each epoch, in `diagnostics` (off the training clock),
+  `probe_iters` forward and adjoint MGRIT iterations from a cold start on a fixed batch of the
+  probe split (else the validation split) at the current weights, logged as the relative
+  residual per iteration (the paper's residual-vs-iteration figure). It changes no weight or
+  gradient and leaves the warm-start states alone.
 """
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import torch
 
 from suite.errors import UsageError
 from suite.methods.base import Method
-from suite.methods.feedback.alignment import fixed_batch
-from suite.methods.layer_parallel.mgrit import Iterations, MgritConfig, RunTrace, mgrit_run
+from suite.methods.layer_parallel.mgrit import (
+    Iterations,
+    LocalTeam,
+    MgritConfig,
+    RunTrace,
+    mgrit_run,
+)
 from suite.methods.layer_parallel.mgrit_team import ProcessTeam
-from suite.methods.optim import OptimHParams, make_optimizer, make_scheduler
+from suite.methods.optim import OptimHParams, Optimiser
 from suite.params import param
 
 
@@ -56,9 +64,13 @@ class MgritHParams(OptimHParams):
     tol: float = param(0.0, "0: fixed iteration counts (one-shot, inexact gradient); > 0: iterate each solve "
                        "until ‖r_k‖ ≤ tol·‖r_0‖ [R]", low=0.0)
     max_iters: int = param(50, "cap on iterations per solve when tol > 0", low=1)
+    skip_downcycle: bool = param(False, "no work on the first V-cycle's way down (XBraid's skip; TorchBraid's "
+                                 "default): the coarsest level solves from u_0, then up as usual [C]")
+    warm_start: bool = param(False, "start each training solve (forward and adjoint) from the previous step's "
+                             "states (XBraid's warm restart, as TorchBraid reuses its solver) [C]")
     probe_iters: int = param(8, "end-of-epoch convergence probe: MGRIT iterations of the forward and adjoint "
-                             "solves on a fixed batch (diagnostic only; 0 = off) [R]", low=0)
-    probe_samples: int = param(64, "samples in the probe's fixed batch (validation split, else test)", low=1)
+                             "solves on a fixed batch (diagnostic only, off the clock; 0 = off) [R]", low=0)
+    probe_batch: int = param(64, "samples in the probe's fixed batch (probe split, else validation split)", low=1)
     workers: int = param(1, "processes the layer chunks run in: 1 = this process; P ≥ 2 spawns P−1 workers "
                          "(torch.distributed, gloo), each owning a contiguous chunk of every ODE run", low=1)
 
@@ -81,7 +93,14 @@ class Mgrit(Method):
         which took 4+4 iterations); a tolerance is counted as 4 + 4."""
         return 1.0 + (8 if hparams.tol > 0 else hparams.fwd_iters + hparams.bwd_iters)
 
-    def validate(self, model):
+    def __init__(self, hparams=None):
+        super().__init__(hparams)
+        self.team = None  # where the runs' layers live: this process, or worker processes (`setup`)
+
+    def reject_settings(self, model, run):
+        device = run.device if run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        if self.hp.workers > 1 and device != "cpu":
+            raise UsageError("MGRIT worker processes are implemented for CPU (gloo); run on CPU or set workers=1")
         runs = model.ode_runs()
         if self.hp.workers > 1 and runs:
             intervals = min(-(-len(run) // self.hp.cfactor) for run in runs)
@@ -89,7 +108,7 @@ class Mgrit(Method):
                 raise UsageError(f"workers={self.hp.workers} is more than the {intervals} coarse intervals "
                                  f"(⌈N/cfactor⌉) of the shortest ODE run; choose workers ≤ {intervals}")
 
-    def check(self, model, data):
+    def skip_reason(self, model, data):
         if not model.ode_runs():
             name = model.name or type(model).__name__
             return f"mgrit needs runs of ≥ 2 consecutive ODE-form residual blocks (odenet); {name} has none"
@@ -97,21 +116,19 @@ class Mgrit(Method):
 
     def setup(self, model, ctx):
         super().setup(model, ctx)
-        self.opt = make_optimizer(model.parameters(), self.hp)
-        self.sched = make_scheduler(self.opt, self.hp, ctx.total_steps, ctx.steps_per_epoch)
-        self.config = MgritConfig(cfactor=self.hp.cfactor, max_levels=self.hp.max_levels)
+        self.optim = Optimiser(model.parameters(), self.hp, ctx.total_steps, ctx.steps_per_epoch)
+        self.config = MgritConfig(cfactor=self.hp.cfactor, max_levels=self.hp.max_levels,
+                                  skip_downcycle=self.hp.skip_downcycle)
         self.fwd = Iterations(self.hp.fwd_iters, self.hp.tol, self.hp.max_iters)
         self.bwd = Iterations(self.hp.bwd_iters, self.hp.tol, self.hp.max_iters)
-        if ctx.data.device.type != "cpu" and self.hp.workers > 1:
-            raise UsageError("MGRIT worker processes are implemented for CPU (gloo); run on CPU or set workers=1")
         runs = model.ode_runs()
         self.run_starts = {run[0]: (r, run) for r, run in enumerate(runs)}
         self.team = (ProcessTeam([[model.blocks[j] for j in run] for run in runs], self.config, self.hp.workers)
-                     if self.hp.workers > 1 else None)
+                     if self.hp.workers > 1 else LocalTeam(self.config))
         longest = max(len(run) for run in runs)
         self.default_workers = max(1, longest // self.hp.cfactor)  # one per finest coarse interval
         self.workers_modelled = sorted({self.default_workers} | {2 ** k for k in range(longest.bit_length())})
-        self.probe_batch = fixed_batch(ctx.data, self.hp.probe_samples) if self.hp.probe_iters else None
+        self.probe_data = probe_batch(ctx.data, self.hp.probe_batch) if self.hp.probe_iters else None
         self._reset_cost()
 
     def _reset_cost(self):
@@ -119,9 +136,10 @@ class Mgrit(Method):
         self.serial_cost = 0
 
     def forward_with_mgrit(self, x: torch.Tensor, traces: list[RunTrace]) -> torch.Tensor:
-        return self.model.head(self._blocks(self.model.stem(x), traces, self.fwd, self.bwd))
+        return self.model.head(self._blocks(self.model.stem(x), traces, self.fwd, self.bwd, self.hp.warm_start))
 
-    def _blocks(self, x: torch.Tensor, traces: list[RunTrace], fwd: Iterations, bwd: Iterations) -> torch.Tensor:
+    def _blocks(self, x: torch.Tensor, traces: list[RunTrace], fwd: Iterations, bwd: Iterations,
+                warm: bool) -> torch.Tensor:
         blocks, i = self.model.blocks, 0
         while i < len(blocks):
             r, run = self.run_starts.get(i, (None, None))
@@ -129,7 +147,7 @@ class Mgrit(Method):
                 x, i = blocks[i](x), i + 1
                 continue
             traces.append(RunTrace())
-            x = mgrit_run([blocks[j] for j in run], x, self.config, fwd, bwd, traces[-1], self.team, r)
+            x = mgrit_run([blocks[j] for j in run], x, self.config, fwd, bwd, traces[-1], self.team, r, warm)
             i = run[-1] + 1
         return x
 
@@ -138,10 +156,7 @@ class Mgrit(Method):
         traces: list[RunTrace] = []
         logits = self.forward_with_mgrit(batch.x, traces)
         loss = self.loss_fn(logits, batch.y)
-        self.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.opt.step()
-        self.sched.step()
+        self.optim.step(loss)
         return self.step_stats(logits, batch.y, loss) | self._diagnostics(traces)
 
     def _diagnostics(self, traces: list[RunTrace]) -> dict[str, torch.Tensor]:
@@ -162,7 +177,7 @@ class Mgrit(Method):
         """Residual history of `probe_iters` forward and adjoint iterations on the fixed batch at the
         current weights: ‖r_k‖/‖r_0‖ per iteration k ≥ 1 (all runs together) and ‖r_0‖. Eval mode,
         and autograd.grad to the stem's output only, so no parameter's .grad is touched."""
-        x, y = self.probe_batch
+        x, y = self.probe_data
         until = Iterations(self.hp.probe_iters)
         traces: list[RunTrace] = []
         was_training = self.model.training
@@ -171,7 +186,7 @@ class Mgrit(Method):
             with torch.no_grad():
                 start = self.model.stem(x)
             start.requires_grad_()
-            loss = self.loss_fn(self.model.head(self._blocks(start, traces, until, until)), y)
+            loss = self.loss_fn(self.model.head(self._blocks(start, traces, until, until, warm=False)), y)
             torch.autograd.grad(loss, start)  # runs each run's adjoint solve
         finally:
             self.model.train(was_training)
@@ -186,24 +201,38 @@ class Mgrit(Method):
 
     def end_epoch(self, epoch):
         """Modelled speedup of the runs' forward + backward over layer-serial BP, with P workers
-        (powers of two and the default P = N/c), for this epoch's steps; then the convergence probe."""
+        (powers of two and the default P = N/c), for this epoch's steps."""
         metrics = {}
         if self.serial_cost:
             metrics = {f"modelled_speedup_p{p}": self.serial_cost / cost for p, cost in self.cost.items()}
             metrics |= {"modelled_speedup": metrics[f"modelled_speedup_p{self.default_workers}"],
                         "modelled_workers": float(self.default_workers)}
         self._reset_cost()
-        if self.probe_batch is not None:
-            t0 = time.perf_counter()
-            metrics |= self.probe()
-            metrics["mgrit_probe_seconds"] = time.perf_counter() - t0
         return metrics
 
+    def diagnostics(self, epoch):
+        """The convergence probe (off the training clock)."""
+        return self.probe() if self.probe_data is not None else {}
 
     def close(self):
-        team = getattr(self, "team", None)
-        if team is not None:
-            team.close()
+        if self.team is not None:
+            self.team.close()
+
+
+def probe_batch(data, samples: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The first `samples` examples of the probe split (the validation split when there is no
+    probe split); None when neither exists."""
+    for split in ("probe", "val"):
+        xs, ys, n = [], [], 0
+        for batch in data.eval_batches(split):
+            xs.append(batch.x)
+            ys.append(batch.y)
+            n += len(batch.y)
+            if n >= samples:
+                break
+        if xs:
+            return torch.cat(xs)[:samples], torch.cat(ys)[:samples]
+    return None
 
 
 def _combined(norms: list[torch.Tensor]) -> torch.Tensor:

@@ -1,8 +1,8 @@
 """`penalty` and `augmented-lagrangian`: layer-parallel training with auxiliary variables, the
-serial-parallel hybrid (SPH) and downsampling (DS) filters (Sun et al., arXiv 2009.01462 v2/v3;
-METHODS-BRIEF §1). The formulation below is the standard one for this family; what the available
-text does not give is marked [R] (reconstructed) or [NF] (not found) and listed in
-docs/layer-parallel.md.
+serial-parallel hybrid (SPH) and downsampling (DS) filters (Sun et al., arXiv 2009.01462 v2/v3).
+Only the paper's abstract was available, so the formulation below is the standard one for this
+family of auxiliary-variable methods; what the text does not give is marked [R] (reconstructed)
+or [NF] (not found) and listed in docs/layer-parallel.md.
 
 One outer iteration = one training step on a batch of sample indices:
 
@@ -14,13 +14,25 @@ One outer iteration = one training step on a batch of sample indices:
 2. augmented Lagrangian only: μ_k ← μ_k + β·(D(F_k(R(λ_{k−1}))) − λ_k), with the updated λ_k.
 3. serial correction (SPH): the last `serial_share` of the epochs are ordinary end-to-end BP on
    augmented data through the whole network [R: the text says "first ... then", the share is NF].
-   Each phase runs the learning-rate schedule over its own length; the serial phase starts a
-   fresh optimiser (momentum buffers reset).
+   One learning-rate schedule spans the whole run: the stages' optimisers follow its first part
+   and the serial optimiser continues it at the step where the parallel phase stopped [R]
+   (restarting it per phase puts the serial phase back at the full rate after the parallel phase
+   has decayed it, which drives the BN-free `cnn` to chance). Momentum starts from zero in
+   the serial phase: the stages' buffers accumulated gradients of their penalty objectives, not
+   of the task loss.
 
-The `loss`/`train_acc` logged in the parallel phase are stage K's: the task loss on its input
-λ_{K−1}, which is what that phase optimises; test accuracy is always the serial forward.
+The `loss` logged in the parallel phase is the objective that phase minimises: stage K's task
+loss on its input λ_{K−1} plus every boundary's penalty (`task_loss` and `train_acc` are stage
+K's alone); test accuracy is always the serial forward.
 
-β follows a geometric schedule per epoch, β_e = min(beta_max, beta·beta_growth^e) [R].
+β follows a geometric schedule per epoch, β_e = min(beta_max, beta·beta_growth^e) [R]. The
+penalty is a per-element mean (stage_solver.py): that is the sum-of-squares penalty of the
+standard formulation, β_sum/2·‖r‖², with β_sum = β/d (d elements at the boundary) and μ_sum = μ/d
+— the same method, iterate for iterate (tests/test_layer_parallel.py); the effective β_sum of
+each boundary is logged as `beta_sum_b{k}`.
+
+λ is initialised at the first-order solution of its own sub-problem (aux_vars.py), so stage 1
+has a non-zero target from the first step.
 """
 
 from __future__ import annotations
@@ -42,14 +54,15 @@ from suite.methods.layer_parallel.stages import (
     split_stages,
     stage_bounds,
 )
-from suite.methods.optim import OptimHParams, lr_factor, make_optimizer
+from suite.methods.optim import OptimHParams, Optimiser, lr_factor
 from suite.params import param
 
 
 @dataclass(frozen=True)
 class PenaltyHParams(OptimHParams):
     stages: int = param(2, "K: number of stages the blocks are cut into (≤ number of blocks)", low=2)
-    beta: float = param(10.0, "penalty weight β at epoch 0 (per-element mean penalty) [R: value NF]", low=0.0, low_open=True)
+    beta: float = param(10.0, "penalty weight β at epoch 0, per element (the per-element mean penalty; β/d per "
+                        "squared norm, d elements at the boundary) [R: value NF]", low=0.0, low_open=True)
     beta_growth: float = param(2.0, "β is multiplied by this every epoch (geometric schedule) [R]", low=1.0)
     beta_max: float = param(1000.0, "cap of the β schedule [R]", low=0.0, low_open=True)
     aux_step: float = param(0.5, "a: step of the auxiliary-variable update (1 = jump to the stage's own "
@@ -74,17 +87,23 @@ class Penalty(Method):
     source = "Sun et al. 2020/2021 (arXiv 2009.01462); formulation reconstructed, see docs/layer-parallel.md"
     multipliers = False
 
+    def __init__(self, hparams=None):
+        super().__init__(hparams)
+        self.runner = None  # where the stages run (set up in `setup`)
+        self.threads_before: int | None = None  # this process's threads while lent to the workers
+
     @classmethod
     def workers(cls, hparams) -> int:
         return hparams.stages if hparams.distributed else 1
 
-    def validate(self, model):
+    def reject_settings(self, model, run):
         stage_bounds(len(model.blocks), self.hp.stages)  # raises UsageError: more stages than blocks
+        device = run.device if run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+        if self.hp.distributed and device != "cpu":
+            raise UsageError("distributed stages are implemented for CPU (gloo); run on CPU or set distributed=false")
 
     def setup(self, model, ctx):
         super().setup(model, ctx)
-        if ctx.data.device.type != "cpu" and self.hp.distributed:
-            raise UsageError("distributed stages are implemented for CPU (gloo); run on CPU or set distributed=false")
         costs = measure_costs(model, ctx.data.input_shape) if self.hp.balance == "time" else None
         self.stages = split_stages(model, self.hp.stages, costs)
         full_shapes = boundary_shapes(self.stages, ctx.data.input_shape, ctx.device)
@@ -93,8 +112,8 @@ class Penalty(Method):
         self.aux = AuxiliaryVariables(len(ctx.data.train), stored, self.multipliers)
         self.serial_epochs = round(self.hp.serial_share * ctx.epochs)
         self.parallel_epochs = ctx.epochs - self.serial_epochs
-        par_steps = max(1, self.parallel_epochs * ctx.steps_per_epoch)
-        args = [(stage, k, len(self.stages), self.hp, par_steps, ctx.steps_per_epoch,
+        # the stages follow the first part of the run's one schedule (see the module docstring)
+        args = [(stage, k, len(self.stages), self.hp, ctx.total_steps, ctx.steps_per_epoch,
                  self.filters[k - 1] if k else None, self.filters[k] if k < len(self.filters) else None)
                 for k, stage in enumerate(self.stages)]
         if self.hp.distributed and self.parallel_epochs:
@@ -114,7 +133,7 @@ class Penalty(Method):
         per_boundary = 3 if self.multipliers else 2
         self.comm_bytes_per_sample = 4 * per_boundary * sum(self.elements)
         self.comm_bytes_per_sample_full = 4 * per_boundary * sum(full_elements)
-        self.epoch, self.step_count, self.serial_opt, self.threads_before = 0, 0, None, None
+        self.epoch, self.step_count, self.serial_optim = 0, 0, None
         self._reset_epoch_counters()
 
     def _lend_cores_to_workers(self):
@@ -140,13 +159,17 @@ class Penalty(Method):
     def in_serial_phase(self) -> bool:
         return self.epoch >= self.parallel_epochs
 
+    def phase(self, epoch: int) -> str:
+        return "serial" if epoch >= self.parallel_epochs else "parallel"
+
     # -- one outer iteration ----------------------------------------------------------------------
     def train_step(self, batch):
         if self.in_serial_phase():
             return self._serial_step(batch)
         data = self.ctx.data
         if not self.aux.initialised:
-            self.aux.initialise(self.stages, self.filters, data.fetch, len(data.train))
+            self.aux.initialise(self.stages, self.filters, data.fetch, data.train.labels, self.beta,
+                                self.elements)
         self._lend_cores_to_workers()
         idx, beta = batch.index.cpu(), self.beta
         lam, mu = self.aux.lam, self.aux.mu
@@ -156,7 +179,10 @@ class Penalty(Method):
                            y=batch.y if k == len(lam) else None, beta=beta)
                 for k in range(len(self.stages))]
         results = self.runner.run(tasks)
-        out = {"loss": results[-1].stats[0].float(), "correct": results[-1].stats[1]}
+        # the logged loss is the objective this phase minimises (task loss of stage K on λ_{K−1}
+        # plus every boundary's penalty), so the harness's divergence check watches the right thing
+        out = {"loss": sum(r.stats[0] for r in results).float(), "task_loss": results[-1].stats[0].float(),
+               "correct": results[-1].stats[1]}
         for k in range(len(lam)):
             reduced, target = results[k].out, tasks[k].target
             new_lam, new_mu = aux_update(target, tasks[k].mu, reduced, results[k + 1].grad_in, beta,
@@ -177,22 +203,25 @@ class Penalty(Method):
         self.comm_bytes += batch * self.comm_bytes_per_sample
         self.comm_bytes_full += batch * self.comm_bytes_per_sample_full
 
+    def _start_serial_phase(self):
+        """The whole model's optimiser, its schedule continued at the current step of the run."""
+        self.runner.pull(self.stages)
+        self.runner.close()
+        self.serial_optim = Optimiser(self.model.parameters(), self.hp, self.ctx.total_steps,
+                                      self.ctx.steps_per_epoch)
+        start, hp, ctx = self.step_count, self.hp, self.ctx
+        self.serial_optim.sched.lr_lambdas = [
+            lambda step: lr_factor(hp, start + step, ctx.total_steps, ctx.steps_per_epoch)]
+        for group in self.serial_optim.opt.param_groups:
+            group["lr"] = group["initial_lr"] * lr_factor(hp, start, ctx.total_steps, ctx.steps_per_epoch)
+
     def _serial_step(self, batch):
-        if self.serial_opt is None:  # start of the serial correction
-            self.runner.pull(self.stages)
-            self.runner.close()
-            self.serial_opt = make_optimizer(self.model.parameters(), self.hp)
-            self.serial_start = self.step_count
-        for group in self.serial_opt.param_groups:
-            group["lr"] = self.hp.lr * lr_factor(self.hp, self.step_count - self.serial_start,
-                                                 self.serial_epochs * self.ctx.steps_per_epoch,
-                                                 self.ctx.steps_per_epoch)
+        if self.serial_optim is None:
+            self._start_serial_phase()
         self.model.train()
         logits = self.model(batch.x)
         loss = self.loss_fn(logits, batch.y)
-        self.serial_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        self.serial_opt.step()
+        self.serial_optim.step(loss)
         self.step_count += 1
         return self.step_stats(logits, batch.y, loss)
 
@@ -200,6 +229,7 @@ class Penalty(Method):
         self._take_cores_back()
         parallel = not self.in_serial_phase()
         metrics = {"beta": self.beta, "serial_phase": float(not parallel), "aux_mb": self.aux.nbytes / 2**20}
+        metrics |= {f"beta_sum_b{k + 1}": self.beta / d for k, d in enumerate(self.elements)}
         if parallel:
             self.runner.pull(self.stages)  # evaluation needs the current parameters here
             comm_s = self.comm_bytes / (self.hp.link_gb_per_s * 1e9)
@@ -213,11 +243,9 @@ class Penalty(Method):
         return metrics
 
     def close(self):
-        if hasattr(self, "threads_before"):
-            self._take_cores_back()
-        runner = getattr(self, "runner", None)
-        if runner is not None:
-            runner.close()
+        self._take_cores_back()
+        if self.runner is not None:
+            self.runner.close()
 
 
 class AugmentedLagrangian(Penalty):

@@ -6,7 +6,10 @@ Stage k < K minimises, over its parameters θ_k, on the batch's samples i:
 
 (D/R the boundary filter's reduce/restore; μ = 0 for the penalty method); stage K minimises the
 task loss on its input R(λ_{K−1}). The per-element mean (not sum) makes β independent of the
-boundary's size — our normalisation, the paper's is [NF]. One optimiser step per outer iteration.
+boundary's size [R: the paper's normalisation is NF]. It is the standard sum-of-squares penalty
+β_s/2·‖r‖² + ⟨μ_s, r⟩ with β_s = β/d and μ_s = μ/d (d elements per sample): the two objectives are
+equal term by term, and so are the λ and μ updates, so the iterates coincide (tested). One optimiser
+step per outer iteration.
 The stage also returns what the auxiliary-variable update needs: its reduced output D(F_k(·))
 and the per-sample gradient of its objective w.r.t. its input λ_{k−1}. The same code runs in the
 harness process (single-process mode) and in a worker process (distributed mode).
@@ -21,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from suite.methods.optim import make_optimizer, make_scheduler
+from suite.methods.optim import Optimiser
 
 
 @dataclass
@@ -46,8 +49,7 @@ class StageSolver:
         self.module, self.index = module, index
         self.first, self.last = index == 0, index == n_stages - 1
         self.in_filter, self.out_filter = in_filter, out_filter
-        self.opt = make_optimizer(module.parameters(), hp)
-        self.sched = make_scheduler(self.opt, hp, total_steps, steps_per_epoch)
+        self.optim = Optimiser(module.parameters(), hp, total_steps, steps_per_epoch)
 
     def step(self, task: StageTask) -> StageResult:
         t0 = time.perf_counter()
@@ -66,10 +68,7 @@ class StageSolver:
             if task.mu is not None:
                 per_sample = per_sample + (task.mu.flatten(1) * r).mean(1)
             objective = per_sample.mean()
-        self.opt.zero_grad(set_to_none=True)
-        objective.backward()
-        self.opt.step()
-        self.sched.step()
+        self.optim.step(objective)
         grad_in = None if self.first else inp.grad * inp.shape[0]  # mean over the batch -> per sample
         seconds = time.perf_counter() - t0
         return StageResult(None if reduced is None else reduced.detach(), grad_in,

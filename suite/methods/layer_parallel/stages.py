@@ -1,9 +1,9 @@
 """Cutting a StagedModel into K stages, and the downsampling (DS) filter on stage boundaries.
 
 Stage k is a contiguous run of blocks; the stem joins stage 1 and the head joins stage K
-(METHODS-BRIEF §1). The paper's cut points are not available [NF]. Two rules [R]:
-`balance=blocks` (default, deterministic) gives every stage the same number of blocks (the first
-stages take the extra ones); `balance=time` measures one forward+backward of the stem, each block
+(the standard layout of auxiliary-variable methods). The paper's cut points are not available
+[NF]. Two rules [R]: `balance=blocks` (default, deterministic) gives every stage the same
+number of blocks (the first stages take the extra ones); `balance=time` measures one forward+backward of the stem, each block
 and the head on a probe batch and cuts where the slowest stage is fastest (as pipeline
 partitioners do) — the better split on real hardware, but it depends on the machine.
 """

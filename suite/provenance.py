@@ -35,8 +35,33 @@ def package_versions() -> dict[str, str]:
     return out
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_model() -> str:
+    """The CPU's marketing name ("model name" in /proc/cpuinfo on Linux), else what the platform
+    module knows: two machines with the same platform string can still differ here."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() in ("model name", "Model", "Processor") and value.strip():
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def cpu_capability() -> str:
+    """The instruction set torch's CPU kernels dispatch to (e.g. AVX2, AVX512): results of the same
+    code can differ in the last bits between capabilities."""
+    try:
+        return str(torch.backends.cpu.get_cpu_capability())
+    except (AttributeError, RuntimeError):
+        return "unknown"
+
+
 def hardware(device: torch.device | None = None) -> dict[str, str]:
     info = {"platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
+            "cpu_model": cpu_model(), "cpu_capability": cpu_capability(),
             "cpu_count": str(os.cpu_count()), "torch_threads": str(torch.get_num_threads())}
     if torch.cuda.is_available() and (device is None or device.type == "cuda"):
         info["gpu"] = torch.cuda.get_device_name(device)

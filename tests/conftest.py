@@ -1,5 +1,6 @@
-"""Shared fixtures. Tests never touch the network: MNIST comes from BPSUITE_DATA (CI sets it to
-../shared/data), CIFAR from small files written by the tests themselves."""
+"""Shared fixtures. Tests never touch the network: MNIST comes from BPSUITE_DATA (else, in this
+project's CI layout, a sibling checkout `../shared/data`), CIFAR from small files written by the
+tests themselves."""
 
 from __future__ import annotations
 
@@ -16,7 +17,10 @@ REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data"
 
 os.environ.setdefault("BPSUITE_OFFLINE", "1")
-if "BPSUITE_DATA" not in os.environ and DEFAULT_DATA.exists():
+if os.environ.get("BPSUITE_DATA"):
+    # absolute now, at import: tests change directory, and a relative root would follow them
+    os.environ["BPSUITE_DATA"] = str(Path(os.environ["BPSUITE_DATA"]).expanduser().resolve())
+elif DEFAULT_DATA.exists():
     os.environ["BPSUITE_DATA"] = str(DEFAULT_DATA)
 
 
@@ -44,7 +48,7 @@ def random_bundle(n_train: int = 64, n_test: int = 32, shape=(1, 28, 28), num_cl
         return Split(torch.randint(0, 256, (n, *shape), generator=gen, dtype=torch.uint8),
                      torch.randint(0, num_classes, (n,), generator=gen))
 
-    return DataBundle(spec, split(n_train), split(n_test), None, batch_size=batch_size,
+    return DataBundle(spec, split(n_train), split(n_test), None, split(max(2, n_train // 8)), batch_size=batch_size,
                       eval_batch_size=64, augment="none", device=torch.device("cpu"), channels_last=False)
 
 

@@ -1,9 +1,10 @@
-"""`bpsuite` command line: list, run, reproduce, report, ui. Bad input exits with status 2."""
+"""`bpsuite` command line: list, run, reproduce, report, tune, ui. Bad input exits with status 2."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -51,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--no-report", action="store_true")
     rep.add_argument("--results-dir", default="results")
     rep.add_argument("--figures-dir", default="paper_figures")
+    rep.add_argument("--settings", default="tuned", choices=("defaults", "tuned"),
+                     help="tuned (default): cells with an entry in baselines/tuned-settings.json run at its "
+                          "settings (experiments that opt in: summary); defaults: never")
     tracking_args(rep)
     data_args(rep)
 
@@ -60,7 +64,33 @@ def build_parser() -> argparse.ArgumentParser:
     rpt.add_argument("--seeds", type=int, default=1)
     rpt.add_argument("--results-dir", default="results")
     rpt.add_argument("--figures-dir", default="paper_figures")
+    rpt.add_argument("--settings", default="tuned", choices=("defaults", "tuned"),
+                     help="tuned (default): cells with an entry in baselines/tuned-settings.json run at its "
+                          "settings (experiments that opt in: summary); defaults: never")
     tracking_args(rpt)
+
+    tun = sub.add_parser("tune", help="tune every method of an experiment's cells with the same number of "
+                         "trials on a validation split; write the chosen settings and the report")
+    tun.add_argument("experiment", nargs="?", default="summary")
+    tun.add_argument("--profile", default="quick")
+    tun.add_argument("--trials", type=int, default=8, help="trials per method and cell (the same for every method)")
+    tun.add_argument("--seed", type=int, default=0, help="the sampler's seed")
+    tun.add_argument("--sampler", default="grid", help="grid (the default: with one searched parameter, "
+                     "evenly log-spaced values cover its range) or tpe (the first half of the trials seeded "
+                     "random search, then TPE)")
+    tun.add_argument("--val-fraction", type=float, default=0.1,
+                     help="part of the training set held out as the validation split the trials are scored on")
+    tun.add_argument("--space", action="append", default=[], metavar="KEY=SPEC",
+                     help="change a search space: log:LOW:HIGH, uniform:LOW:HIGH, int:LOW:HIGH, choice:A,B or fixed")
+    tun.add_argument("--methods", default=None, help="comma-separated methods (default: all of the experiment's)")
+    tun.add_argument("--models", default=None, help="comma-separated models (default: all of the experiment's)")
+    tun.add_argument("--settings-file", default=None, help="default: baselines/tuned-settings.json")
+    tun.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite tuning.db beside the "
+                     "MLflow store)")
+    tun.add_argument("--results-dir", default="results")
+    tun.add_argument("--figures-dir", default="paper_figures")
+    tracking_args(tun)
+    data_args(tun)
 
     ui = sub.add_parser("ui", help="MLflow UI (binds to 127.0.0.1 unless --host is given)")
     ui.add_argument("--host", default="127.0.0.1")
@@ -70,13 +100,41 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from suite.shutdown import ending_children, received_signal
+
     args = build_parser().parse_args(argv)
-    try:
-        return {"list": cmd_list, "run": cmd_run, "reproduce": cmd_reproduce, "report": cmd_report,
-                "ui": cmd_ui}[args.command](args)
-    except UsageError as err:
-        print(f"bpsuite: error: {err}", file=sys.stderr)
-        return 2
+    absolute_paths(args)
+    # SIGTERM/SIGHUP/SIGINT or an error end every process the command started (pool, stage and
+    # MGRIT workers, MLflow's server) instead of leaving them orphaned
+    with ending_children():
+        try:
+            return {"list": cmd_list, "run": cmd_run, "reproduce": cmd_reproduce, "report": cmd_report,
+                    "tune": cmd_tune, "ui": cmd_ui}[args.command](args)
+        except UsageError as err:
+            print(f"bpsuite: error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            signum = received_signal() or signal.SIGINT
+            print(f"bpsuite: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+            return 128 + signum
+
+
+def absolute_paths(args) -> None:
+    """Paths from the command line and the environment, made absolute once, at start-up: a relative
+    data root, store or output folder then means the same in every worker process and after any
+    change of directory."""
+    from suite.tracking import absolute_uri
+
+    for key in ("data_root", "results_dir", "figures_dir", "settings_file"):
+        if getattr(args, key, None):
+            setattr(args, key, str(Path(getattr(args, key)).expanduser().resolve()))
+    for key in ("tracking_uri", "storage"):  # SQLite URLs (MLflow's store, Optuna's storage)
+        if getattr(args, key, None):
+            setattr(args, key, absolute_uri(getattr(args, key)))
+    if os.environ.get("BPSUITE_DATA"):
+        os.environ["BPSUITE_DATA"] = str(Path(os.environ["BPSUITE_DATA"]).expanduser().resolve())
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        os.environ["MLFLOW_TRACKING_URI"] = absolute_uri(os.environ["MLFLOW_TRACKING_URI"])
 
 
 def cmd_list(args) -> int:
@@ -85,7 +143,7 @@ def cmd_list(args) -> int:
     from suite.experiments import EXPERIMENTS
     from suite.methods import METHODS
     from suite.models import MODELS
-    from suite.params import describe
+    from suite.params import describe, search_space
 
     what = args.what
     if what not in LISTABLE:
@@ -94,8 +152,10 @@ def cmd_list(args) -> int:
     if what == "methods":
         for name, cls in METHODS.items():
             print(f"{name:<22} {cls.summary}")
+            tuned = search_space(cls.HParams)
             for key, default, doc in describe(cls.HParams):
-                print(f"    {key:<20} = {default!s:<12} {doc}")
+                how = f"  [tune: {tuned[key]}]" if key in tuned else ""
+                print(f"    {key:<20} = {default!s:<12} {doc}{how}")
     elif what == "models":
         for name in MODELS:
             print(name)
@@ -161,17 +221,19 @@ def validate_grid(cells, data_root) -> None:
             load_split(DATASETS[name], default_root(data_root), train)
     checked = set()
     for cfg in configs:
-        key = (cfg.cell.method, cfg.cell.model, cfg.cell.dataset, cfg.hparams)
+        key = (cfg.cell.method, cfg.cell.model, cfg.cell.dataset, cfg.hparams, cfg.train)
         if key in checked:
             continue
         checked.add(key)
         spec = DATASETS[cfg.cell.dataset]
-        METHODS[cfg.cell.method](cfg.hparams).validate(build_model(cfg.cell.model, spec.input_shape, spec.num_classes))
+        model = build_model(cfg.cell.model, spec.input_shape, spec.num_classes)
+        METHODS[cfg.cell.method](cfg.hparams).reject_settings(model, cfg.train)
 
 
 def cmd_reproduce(args) -> int:
     from suite.executors import SlurmOptions, run_cells, warm_up
     from suite.tracking import Tracker
+    _use_settings(args)
 
     if args.seeds < 1 or args.jobs < 1:
         raise UsageError("--seeds and --jobs must be at least 1")
@@ -186,7 +248,7 @@ def cmd_reproduce(args) -> int:
     print(f"reproduce: {len(experiments)} experiment(s), {len(cells)} cell(s), profile {args.profile}, "
           f"executor {executor}")
     results = run_cells(cells, uri, executor=executor, jobs=args.jobs, data_root=args.data_root, slurm=slurm,
-                        progress=sys.stderr.isatty())
+                        progress=True)
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
@@ -211,17 +273,75 @@ def _report(experiments, profile, seeds, uri, results_dir, figures_dir) -> None:
 
 
 def cmd_report(args) -> int:
+    _use_settings(args)
     _report(_selected(args.experiments), args.profile, args.seeds, _tracking_uri(args), args.results_dir,
             args.figures_dir)
     return 0
 
 
+def _use_settings(args) -> None:
+    from suite.tuning.settings import select
+    select(args.settings)
+
+
+def cmd_tune(args) -> int:
+    import time
+
+    from suite.tracking import Tracker
+    from suite.tuning import settings
+    from suite.tuning.plan import plan
+    from suite.tuning.report import write_report
+    from suite.tuning.space import describe, parse_spaces
+    from suite.tuning.study import MLFLOW_EXPERIMENT, default_storage, exclusive, run_study
+
+    def names(text):
+        return [n.strip() for n in text.split(",") if n.strip()] if text else None
+
+    planned = plan(args.experiment, args.profile, trials=args.trials, seed=args.seed, sampler=args.sampler,
+                   val_fraction=args.val_fraction, changes=parse_spaces(args.space), methods=names(args.methods),
+                   models=names(args.models), data_root=args.data_root)
+    uri = _tracking_uri(args)
+    storage = args.storage or default_storage(uri)
+    path = Path(args.settings_file).expanduser().resolve() if args.settings_file else settings.TUNED_SETTINGS
+    tracker = Tracker(uri, experiment=MLFLOW_EXPERIMENT)
+    print(f"tune {args.experiment}: {len(planned)} studies, {args.trials} trials each ({args.sampler}, seed "
+          f"{args.seed}), profile {args.profile}, validation {args.val_fraction:.0%} of the training set\n"
+          f"  studies: {storage}\n  runs: {uri} (MLflow experiment {MLFLOW_EXPERIMENT})")
+    results, start = [], time.perf_counter()
+    with exclusive(storage):
+        for i, item in enumerate(planned, 1):
+            spec = item.spec
+            print(f"[{i}/{len(planned)}] {spec.cell.label}: " + (f"skipped ({item.skip_reason})" if item.skip_reason
+                  else "; ".join(f"{k} {s}" for k, s in describe(spec.space).items()) or "nothing to tune"), flush=True)
+            result = run_study(spec, tracker, storage, data_root=args.data_root, progress=sys.stderr.isatty(),
+                               skip_reason=item.skip_reason)
+            results.append(result)
+            entry = settings.entry_from(result)
+            if entry:
+                settings.upsert(path, entry)
+            if result.status != "skipped":
+                best = result.best
+                print(f"    {result.status}: {result.new_runs} new run(s) in {result.seconds:.1f} s; "
+                      + (f"chosen {entry['settings']} (val acc {best.value:.4f})" if entry else result.reason
+                         or "every trial diverged: nothing written"), flush=True)
+    ctx = write_report(args.experiment, args.profile, results, Path(args.results_dir), Path(args.figures_dir))
+    print(f"tune: {time.perf_counter() - start:.0f} s; settings: {path}; report: "
+          + ", ".join(str(p) for p in ctx.written if p.suffix != ".csv"))
+    return 1 if any(r.status == "incomplete" for r in results) else 0
+
+
 def cmd_ui(args) -> int:
+    from suite.shutdown import end_group
     from suite.tracking import default_uri
     uri = args.tracking_uri or default_uri()
     if args.host != "127.0.0.1":
         print(f"warning: the UI will be reachable from other machines on {args.host}", file=sys.stderr)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
            "--port", str(args.port)]
-    print(f"MLflow UI on http://{args.host}:{args.port}  ({uri})")
-    return subprocess.call(cmd)
+    print(f"MLflow UI on http://{args.host}:{args.port}  ({uri})", flush=True)
+    # its own session, so that the server and the workers it forks can be ended as one group
+    server = subprocess.Popen(cmd, start_new_session=True)
+    try:
+        return server.wait()
+    finally:
+        end_group(server)

@@ -7,7 +7,7 @@ One cell = one hash. Claiming a cell is race-safe across processes and hosts: a 
 its run, then looks again; if an older live claim or a completed run exists, it deletes its own
 run and leaves the cell alone. With the embedded SQLite store the whole claim also runs under an
 exclusive file lock beside the database, so processes on one machine never interleave their
-look-create-look sequences (CI once saw two processes both keep their claim without it). A claim whose process is gone (same host: pid is dead; other
+look-create-look sequences (without it, two processes can both keep their claim). A claim whose process is gone (same host: pid is dead; other
 host: no heartbeat for `lease_s`) is marked `killed` and the cell is redone.
 """
 
@@ -42,6 +42,16 @@ DEFAULT_EXPERIMENT = "bpsuite"
 
 def default_uri(workdir: Path | None = None) -> str:
     return f"sqlite:///{(workdir or Path.cwd()).resolve() / 'mlruns.db'}"
+
+
+def absolute_uri(uri: str) -> str:
+    """`sqlite:///relative.db` made absolute, so that the store is the same file for every process
+    that opens it (pool workers, Slurm jobs) whatever its working directory. Other URIs unchanged."""
+    prefix = "sqlite:///"
+    path = uri[len(prefix):]
+    if not uri.startswith(prefix) or not path or path.startswith(":memory:") or Path(path).is_absolute():
+        return uri
+    return prefix + str(Path(path).expanduser().resolve())
 
 
 def check_reachable(uri: str, timeout: float = 3.0) -> None:
@@ -163,6 +173,26 @@ class Tracker:
             _retry(self.client.set_tag, run_id, "status_reason", reason[:5000])
         _retry(self.client.set_terminated, run_id, _MLFLOW_STATUS[status])
 
+    # -- runs that are not cells: a tuning study, the parent its trials nest under ------------------
+    def start_run(self, run_name: str, tags: dict[str, str]) -> RunHandle:
+        """A run with no cell hash (never claimed, never found by `completed`), status `running`."""
+        run = _retry(self.client.create_run, self.experiment_id, run_name=run_name, tags={
+            **tags, "status": "running", "host": socket.gethostname(), "pid": str(os.getpid()),
+            "heartbeat": f"{time.time():.3f}"})
+        return RunHandle(self, run.info.run_id)
+
+    def find_runs(self, tag: str, value: str) -> list:
+        """Runs whose tag `tag` equals `value`, oldest first."""
+        runs = _retry(self.client.search_runs, [self.experiment_id],
+                      filter_string=f"tags.`{tag}` = '{value}'", max_results=1000)
+        return sorted(runs, key=lambda r: (r.info.start_time, r.info.run_id))
+
+    def nested_under(self, parent_run_id: str, tags: dict[str, str] | None = None) -> Tracker:
+        """This tracker (same store and experiment), except that every run it claims is a child of
+        `parent_run_id` (MLflow's `mlflow.parentRunId` tag: the UI shows it under its parent) and
+        carries `tags`. The harness claims runs through it unchanged."""
+        return _NestedTracker(self, {**(tags or {}), "mlflow.parentRunId": parent_run_id})
+
     # -- exporting --------------------------------------------------------------------------------
     def runs_frame(self, cell_hashes: list[str] | None = None, include_running: bool = False) -> pd.DataFrame:
         """One row per run: tags, params (`p.*`) and final metrics (`m.*`)."""
@@ -192,6 +222,17 @@ class Tracker:
 
     def metric_keys(self, run_id: str) -> list[str]:
         return list(_retry(self.client.get_run, run_id).data.metrics)
+
+
+class _NestedTracker(Tracker):
+    """A view of a Tracker whose claimed runs carry extra tags (see `Tracker.nested_under`)."""
+
+    def __init__(self, base: Tracker, claim_tags: dict[str, str]):
+        self.__dict__.update(base.__dict__)  # the same client and experiment, not a second connection
+        self.claim_tags = claim_tags
+
+    def _claim_unlocked(self, cell_hash: str, tags: dict[str, str], run_name: str) -> RunHandle | None:
+        return super()._claim_unlocked(cell_hash, {**tags, **self.claim_tags}, run_name)
 
 
 @dataclass
@@ -230,3 +271,9 @@ class RunHandle:
         if status not in STATUSES:
             raise ValueError(f"unknown status {status!r}")
         self.tracker._set_status(self.run_id, status, reason)
+
+    def reopen(self) -> None:
+        """Mark a terminated run `running` again (a resumed tuning study continues its parent run)."""
+        _retry(self.tracker.client.update_run, self.run_id, status="RUNNING")
+        self.set_tags({"status": "running", "pid": str(os.getpid()), "host": socket.gethostname(),
+                       "heartbeat": f"{time.time():.3f}"})

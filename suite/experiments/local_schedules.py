@@ -206,8 +206,8 @@ def speed_verdict(ctx, runs: pd.DataFrame) -> None:
     CLAIM_SPEEDUP (speedup = BP's mean training time / the schedule's, same cell and machine)."""
     runs = runs.assign(acc=pd.to_numeric(runs["m.test_acc"], errors="coerce") * 100,
                        time=pd.to_numeric(runs["m.train_time"], errors="coerce"),
-                       flops=pd.to_numeric(runs.get("m.params"), errors="coerce"))
-    model = runs.sort_values("flops").model.iloc[-1]
+                       params=pd.to_numeric(runs.get("m.params"), errors="coerce"))
+    model = runs.sort_values("params").model.iloc[-1]  # the largest model of the grid
     sub = runs[runs.model == model]
     base = sub[sub.variant == "bp"]
     if base.empty:

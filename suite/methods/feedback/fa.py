@@ -145,25 +145,21 @@ def draw_fa_feedback(weight: torch.Tensor, kind: str, gen: torch.Generator, scal
     return b * (std * scale)
 
 
-class FA(Method):
-    name = "fa"
-    HParams = FAHParams
-    summary = "feedback alignment: backward pass through fixed random matrices instead of Wᵀ"
-    source = "Lillicrap et al. 2016; as benchmarked by BioTorch (jsalbert/biotorch, Sanfiz & Akrout 2021)"
-
-    def setup(self, model, ctx):
-        super().setup(model, ctx)
-        self.layers = model.layers()
-        self.feedback = [draw_fa_feedback(layer.weight, self.hp.feedback, ctx.generator, self.hp.feedback_scale,
-                                          self.hp.sparse_stride) for layer in self.layers]
-        self.optim = Optimiser(model.parameters(), self.hp, ctx.total_steps, ctx.steps_per_epoch)
-        self.probe = AlignmentProbe(model, ctx.data, self.hp.align_samples, self.hp.align_every)
+class WeightFeedback(Method):
+    """The update every weight-feedback method shares (fa, usf, brsf, frsf): each conv/linear layer
+    sends the error to its input through its feedback matrix B instead of W, weight gradients as in
+    BP. Subclasses give `mode()` (the layer → B routing) and may refresh B in `before_step()`;
+    they own `self.layers`, `self.feedback`, `self.probe` and `self.optim`."""
 
     def mode(self) -> FeedbackMode:
-        return FeedbackMode({id(layer.weight): fb for layer, fb in zip(self.layers, self.feedback)})
+        raise NotImplementedError
+
+    def before_step(self) -> None:
+        """Refresh what B depends on (nothing for fixed feedback)."""
 
     def train_step(self, batch):
         self.model.train()
+        self.before_step()
         with self.mode():
             logits = self.model(batch.x)
         loss = self.loss_fn(logits, batch.y)
@@ -179,3 +175,21 @@ class FA(Method):
         if self.probe.due(epoch):
             out |= self.probe.measure(self.signals)
         return out
+
+
+class FA(WeightFeedback):
+    name = "fa"
+    HParams = FAHParams
+    summary = "feedback alignment: backward pass through fixed random matrices instead of Wᵀ"
+    source = "Lillicrap et al. 2016; as benchmarked by BioTorch (jsalbert/biotorch, Sanfiz & Akrout 2021)"
+
+    def setup(self, model, ctx):
+        super().setup(model, ctx)
+        self.layers = model.layers()
+        self.feedback = [draw_fa_feedback(layer.weight, self.hp.feedback, ctx.generator, self.hp.feedback_scale,
+                                          self.hp.sparse_stride) for layer in self.layers]
+        self.optim = Optimiser(model.parameters(), self.hp, ctx.total_steps, ctx.steps_per_epoch)
+        self.probe = AlignmentProbe(model, ctx.data, self.hp.align_samples, self.hp.align_every)
+
+    def mode(self) -> FeedbackMode:
+        return FeedbackMode({id(layer.weight): fb for layer, fb in zip(self.layers, self.feedback)})

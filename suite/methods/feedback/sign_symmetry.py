@@ -34,9 +34,8 @@ from dataclasses import dataclass
 
 import torch
 
-from suite.methods.base import Method
-from suite.methods.feedback.alignment import AlignmentProbe, bp_unit_grads, weight_alignment
-from suite.methods.feedback.fa import FeedbackMode
+from suite.methods.feedback.alignment import AlignmentProbe
+from suite.methods.feedback.fa import FeedbackMode, WeightFeedback
 from suite.methods.feedback.matrices import xavier_bound
 from suite.methods.optim import OptimHParams, Optimiser
 from suite.params import param
@@ -60,7 +59,7 @@ class SignSymmetryHParams(OptimHParams):
     log_layers: int = param(24, "log the weight-alignment angle of the first N layers (and their mean)", low=0)
 
 
-class SignSymmetric(Method):
+class SignSymmetric(WeightFeedback):
     """B_l = magnitude_l ⊙ sign(W_l), rebuilt every step; subclasses say where magnitudes come from."""
 
     HParams = SignSymmetryHParams
@@ -108,24 +107,8 @@ class SignSymmetric(Method):
     def mode(self) -> FeedbackMode:
         return self.routes
 
-    def train_step(self, batch):
-        self.model.train()
-        self.rebuild()
-        with self.mode():
-            logits = self.model(batch.x)
-        loss = self.loss_fn(logits, batch.y)
-        self.optim.step(loss)
-        return self.step_stats(logits, batch.y, loss)
-
-    def signals(self, x, y):
-        with self.mode():
-            return bp_unit_grads(self.model, x, y)
-
-    def diagnostics(self, epoch):
-        out = weight_alignment(self.layers, self.feedback, self.hp.log_layers)
-        if self.probe.due(epoch):
-            out |= self.probe.measure(self.signals)
-        return out
+    def before_step(self) -> None:
+        self.rebuild()  # the coming step's backward uses the signs of the weights it runs forward with
 
 
 class USF(SignSymmetric):

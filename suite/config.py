@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from suite.errors import UsageError, lookup
-from suite.params import apply_overrides, keys_of, param
+from suite.params import apply_overrides, hashed_fields, keys_of, param
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,8 @@ class RunConfig:
     def cell_hash(self) -> str:
         payload = self.as_dict()
         payload.pop("overrides")  # already reflected in the resolved values
+        payload["train"] = hashed_fields(self.train)
+        payload["hparams"] = hashed_fields(self.hparams)
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha1(text.encode()).hexdigest()[:16]
 

@@ -83,10 +83,16 @@ SearchSpace = LogUniform | Uniform | IntUniform | Categorical
 
 
 def param(default: Any, doc: str = "", *, low: float | None = None, high: float | None = None,
-          low_open: bool = False, choices: tuple | None = None, tune: SearchSpace | None = None) -> Any:
+          low_open: bool = False, choices: tuple | None = None, tune: SearchSpace | None = None,
+          hash_default: bool = True) -> Any:
     """A dataclass field with a documented range (`low`/`high`, `low_open` excludes `low`) and,
-    optionally, the search space `bpsuite tune` draws it from (`tune`; None = fixed)."""
-    meta = {"doc": doc, "low": low, "high": high, "low_open": low_open, "choices": choices, "tune": tune}
+    optionally, the search space `bpsuite tune` draws it from (`tune`; None = fixed).
+
+    `hash_default=False` is for a parameter added after runs were logged whose default reproduces
+    the earlier behaviour exactly: at its default it is left out of the cell hash
+    (`RunConfig.cell_hash`), so the logged runs stay the same cells; any other value is hashed."""
+    meta = {"doc": doc, "low": low, "high": high, "low_open": low_open, "choices": choices, "tune": tune,
+            "hash_default": hash_default}
     if isinstance(default, (list, dict)):
         raise TypeError("use tuples for sequence defaults: dataclasses here are frozen")
     if tune is not None and not isinstance(tune, SearchSpace):
@@ -204,3 +210,10 @@ def describe(cls) -> list[tuple[str, Any, str]]:
 def search_space(cls) -> dict[str, SearchSpace]:
     """The fields of `cls` that declare how they are tuned, with their search spaces."""
     return {f.name: f.metadata["tune"] for f in dataclasses.fields(cls) if f.metadata.get("tune") is not None}
+
+
+def hashed_fields(obj) -> dict[str, Any]:
+    """A params dataclass as a dict, without the fields that are at a default declared
+    `hash_default=False` (see `param`)."""
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)
+            if f.metadata.get("hash_default", True) or getattr(obj, f.name) != f.default}

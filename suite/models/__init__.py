@@ -1,7 +1,7 @@
 """Model registry: `MODELS` maps a family name to a builder `(in_shape, num_classes, spec) -> StagedModel`.
 
 Names: a registered key (`resnet20`), a key with a spec after a colon (`mlp:800-8-800:tanh`,
-`cnn:tanh`), or `timm:<name>` for any timm model.
+`cnn:tanh`, `bottleneck:28`), or `timm:<name>` for any timm model.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from suite.errors import UsageError, unknown_name
-from suite.models import lenet, odenet, resnet, simple
+from suite.models import bottleneck, lenet, odenet, resnet, simple
 from suite.models.staged import Block, SequentialBlock, StagedModel, weight_layers
 
 __all__ = ["MODELS", "Block", "SequentialBlock", "StagedModel", "build_model", "check_model_name", "weight_layers"]
@@ -28,6 +28,7 @@ MODELS: dict[str, Callable[..., StagedModel]] = {
     "odenet": odenet.odenet,
     "cnn": simple.cnn,
     "lenet": lenet.lenet,  # BioTorch's LeNetMNIST; 28×28 inputs resized to 32×32 in the stem
+    "bottleneck": bottleneck.bottleneck,  # Launay et al.'s gradient-masked 800-800-800 tanh MLP; spec: k
     "resnet20": _no_spec(lambda s, k: resnet.cifar_resnet(s, k, 20)),
     "resnet56": _no_spec(lambda s, k: resnet.cifar_resnet(s, k, 56)),
     "resnet110": _no_spec(lambda s, k: resnet.cifar_resnet(s, k, 110)),
@@ -53,6 +54,8 @@ def check_model_name(name: str) -> None:
         raise unknown_name("model", name, list(MODELS) + ["timm:<name>"])
     if family == "mlp" and spec:
         simple.parse_mlp_spec(spec)
+    elif family == "bottleneck":
+        bottleneck.parse_bottleneck_spec(spec)
     elif family == "odenet":
         odenet.parse_odenet_spec(spec)
     elif family == "cnn" and spec and spec not in simple.ACTIVATIONS:

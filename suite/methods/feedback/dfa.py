@@ -56,6 +56,9 @@ class DFAHParams(OptimHParams):
                                       "only (biotorch style draws Xavier-uniform)", choices=INITS)
     feedback_scale: float = param(1.0, "multiplies every B_l (nokland: entries of std 1/sqrt(dim_l·n_classes); "
                                        "biotorch: Xavier-uniform)", low=0.0, low_open=True)
+    feedback_shared: bool = param(False, "one feedback matrix for all points, each point taking its first dim_l "
+                                         "rows (Launay et al.'s dfatorch: equal-sized points get the same signal); "
+                                         "nokland style only", hash_default=False)
     sparse_stride: int = param(2, "sparse feedback: keep 1 entry in `sparse_stride` (strided pattern)", low=1)
     align_samples: int = param(128, "samples of the fixed probe batch for gradient alignment; 0 = off", low=0)
     align_every: int = param(1, "measure gradient alignment every N epochs", low=1)
@@ -75,7 +78,8 @@ class DFA(Method):
 
     def reject_settings(self, model, run):
         if self.hp.style == "biotorch":
-            odd = {k: v for k, v in (("granularity", "layer"), ("feedback", "gaussian"), ("sparse_stride", 2))
+            odd = {k: v for k, v in (("granularity", "layer"), ("feedback", "gaussian"), ("sparse_stride", 2),
+                                     ("feedback_shared", False))
                    if getattr(self.hp, k) != v}
             if odd:
                 raise UsageError(f"{self.name}: style=biotorch always uses per-layer, Xavier-uniform, kernel-shaped "
@@ -95,7 +99,8 @@ class DFA(Method):
             self.feedback_plan = self.plan(model)
             shapes, channels_last = point_layout(model, sample, self.feedback_plan)
             self.bank = build_bank(shapes, channels_last, ctx.num_classes, self.hp.feedback, ctx.generator,
-                                   self.hp.feedback_scale, self.hp.sparse_stride).to(ctx.device)
+                                   self.hp.feedback_scale, self.hp.sparse_stride,
+                                   self.hp.feedback_shared).to(ctx.device)
         self.optim = Optimiser(model.parameters(), self.hp, ctx.total_steps, ctx.steps_per_epoch)
         self.probe = AlignmentProbe(model, ctx.data, self.hp.align_samples, self.hp.align_every)
 

@@ -13,7 +13,9 @@ is fixed across steps and reproducible from the seed. Rules (sources in brackets
 `scale` is chosen by the caller: DFA uses 1/sqrt(dim_l · n_classes), which is Launay et al.'s
 N(0,1)/sqrt(dim_max·n_classes) followed by their per-layer "feedback normalisation"
 sqrt(dim_max/dim_l) (the two combine to 1/sqrt(dim_l·n_classes)). Launay slice one global matrix
-per layer; here each layer draws its own, with the same per-entry distribution.
+per layer (`shared=True` here: point l takes the first dim_l rows of one matrix, so points of equal
+size receive the identical signal B e); by default each point draws its own, with the same
+per-entry distribution.
 
 Sparse pattern (a reconstruction; the 2020 paper's dilation and groups are not available): entry
 (i, j) — output unit i in flattened C·H·W order, class j — is kept iff (i + j) % stride == 0.
@@ -126,13 +128,15 @@ class FeedbackBank(torch.nn.Module):
 
 
 def build_bank(shapes: list[tuple[int, ...]], channels_last: list[bool], num_classes: int, kind: str,
-               gen: torch.Generator, scale: float = 1.0, stride: int = 2) -> FeedbackBank:
-    """Draw one matrix per point in C·H·W row order (so the draw does not depend on the memory
-    format), then store channels_last points' rows in H·W·C order."""
+               gen: torch.Generator, scale: float = 1.0, stride: int = 2, shared: bool = False) -> FeedbackBank:
+    """Draw one matrix per point (or, `shared`, one for all points, each taking its first dim_l
+    rows) in C·H·W row order (so the draw does not depend on the memory format), then store
+    channels_last points' rows in H·W·C order."""
     mats, scales = [], []
-    for shape, cl in zip(shapes, channels_last):
-        dim = math.prod(shape)
-        m = draw(kind, dim, num_classes, gen, stride)
+    dims = [math.prod(shape) for shape in shapes]
+    common = draw(kind, max(dims), num_classes, gen, stride) if shared and dims else None
+    for shape, cl, dim in zip(shapes, channels_last, dims):
+        m = common[:dim] if common is not None else draw(kind, dim, num_classes, gen, stride)
         if cl:
             c, h, w = shape
             m = m.view(c, h, w, num_classes).permute(1, 2, 0, 3).reshape(dim, num_classes)

@@ -59,7 +59,7 @@ def compare_one_step(make, batch, init, device, tf32: bool) -> None:
         total = float(torch.cat(diffs).norm() / torch.cat(refs).norm())
     print(f"  mgrit converged vs bp, one step, {device}, TF32 {'on' if tf32 else 'off'}: relative update "
           f"difference {total:.2e} (all parameters), worst tensor {worst[0]:.2e} ({worst[1]}); "
-          f"forward iterations {float(out['mgrit_fwd_iters']):.0f}, adjoint {float(out['mgrit_adj_iters']):.0f}")
+          f"forward iterations {float(out['mgrit/fwd_iters']):.0f}, adjoint {float(out['mgrit/adj_iters']):.0f}")
 
 
 def mgrit_on(device: torch.device, model_name: str = "odenet:16-32-fc", batch: int = 128, timing: bool = True) -> None:

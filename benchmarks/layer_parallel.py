@@ -55,7 +55,7 @@ def main(model_name: str = "resnet20", stages: int = 2, steps: int = 10, batch: 
             print(f"  {name:>12s}: parts per stage (stem/blocks/head) {[len(s) for s in m.stages]}")
         split = methods["1 process"].stage_seconds
         print("  stage compute share (1 process): " + ", ".join(f"{float(s / split.sum()):.2f}" for s in split))
-        modelled = methods["1 process"].end_epoch(0)["modelled_speedup"]
+        modelled = methods["1 process"].end_epoch(0)["lp/modelled_speedup"]
         print(f"  modelled speedup on {stages} devices (max over stages + communication at "
               f"{methods['1 process'].hp.link_gb_per_s} GB/s): {modelled:.2f} [modelled]")
         ratio = t["1 process"] / t[f"{stages} processes"]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from suite.errors import UsageError, lookup
 
-LISTABLE = ("methods", "models", "datasets", "experiments", "profiles")
+LISTABLE = ("methods", "metrics", "models", "datasets", "experiments", "profiles")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -92,6 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
     tracking_args(tun)
     data_args(tun)
 
+    mig = sub.add_parser("migrate", help="rename metric keys logged before the metrics had namespaces "
+                                         "(suite/metrics.py) in an existing SQLite MLflow store")
+    tracking_args(mig)
+
     ui = sub.add_parser("ui", help="MLflow UI (binds to 127.0.0.1 unless --host is given)")
     ui.add_argument("--host", default="127.0.0.1")
     ui.add_argument("--port", type=int, default=5000)
@@ -109,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     with ending_children():
         try:
             return {"list": cmd_list, "run": cmd_run, "reproduce": cmd_reproduce, "report": cmd_report,
-                    "tune": cmd_tune, "ui": cmd_ui}[args.command](args)
+                    "tune": cmd_tune, "migrate": cmd_migrate, "ui": cmd_ui}[args.command](args)
         except UsageError as err:
             print(f"bpsuite: error: {err}", file=sys.stderr)
             return 2
@@ -156,6 +160,13 @@ def cmd_list(args) -> int:
             for key, default, doc in describe(cls.HParams):
                 how = f"  [tune: {tuned[key]}]" if key in tuned else ""
                 print(f"    {key:<20} = {default!s:<12} {doc}{how}")
+    elif what == "metrics":
+        from suite.metrics import HARNESS
+        for owner, metrics in [("every run (harness)", HARNESS)] + [(n, c.METRICS) for n, c in METHODS.items()]:
+            if metrics:
+                print(owner)
+                for m in metrics:
+                    print(f"    {m.key:<34} {m.unit:<9} {m.kind:<9} {m.doc}")
     elif what == "models":
         for name in MODELS:
             print(name)
@@ -170,6 +181,17 @@ def cmd_list(args) -> int:
         for name, exp in EXPERIMENTS.items():
             counts = ", ".join(f"{p}: {len(exp.cells(p))}" for p in exp.profiles)
             print(f"{name:<20} {exp.title}\n{'':<20} reproduces: {exp.source}\n{'':<20} cells: {counts}")
+    return 0
+
+
+def cmd_migrate(args) -> int:
+    from suite.migrate import migrate_metric_keys
+    from suite.tracking import default_uri
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    renamed = migrate_metric_keys(uri)
+    for key, runs in sorted(renamed.items()):
+        print(f"{key:<34} renamed in {runs} run(s)")
+    print(f"migrate: {sum(renamed.values())} key(s) renamed in {uri}" if renamed else f"migrate: nothing to rename in {uri}")
     return 0
 
 

@@ -31,6 +31,7 @@ from suite.config import Cell, RunConfig, resolve
 from suite.data import DataBundle, build_data
 from suite.measure import param_count, probe_step, process_peak_rss_mb
 from suite.methods import METHODS, Context, Method
+from suite.metrics import undeclared
 from suite.models import build_model
 from suite.models.init import initialise
 from suite.provenance import git_commit, hardware, package_versions
@@ -183,6 +184,7 @@ def _train(cfg: RunConfig, method: Method, model, data: DataBundle, handle: RunH
             metrics |= evaluate(method, data, "test")
         if data.val is not None:
             metrics |= evaluate(method, data, "val")
+        check_declared(method, metrics)
         handle.log_metrics(metrics, step=epoch)
         bar.set_postfix(loss=f"{metrics['train_loss']:.3f}",
                         **{k: f"{metrics[k]:.3f}" for k in ("test_acc", "val_acc") if k in metrics})
@@ -197,6 +199,15 @@ def _train(cfg: RunConfig, method: Method, model, data: DataBundle, handle: RunH
         with tempfile.TemporaryDirectory() as tmp:
             handle.log_artifact(save_checkpoint(model, Path(tmp) / "model.pt"))
     return "finished", None, final | summary
+
+
+def check_declared(method: Method, metrics: dict) -> None:
+    """Every logged key must be declared (suite/metrics.py): by the harness or in the method's
+    METRICS. An undeclared key is a bug in the method, caught by the conformance tests."""
+    missing = undeclared(metrics, type(method).declared_metrics())
+    if missing:
+        raise ValueError(f"{method.name} logged undeclared metric(s) {', '.join(missing)}; declare them in "
+                         f"{type(method).__name__}.METRICS (suite/metrics.py)")
 
 
 class DivergenceMonitor:

@@ -192,7 +192,7 @@ def test_first_step_gives_stage_one_the_backprop_gradient():
     method = METHODS["penalty"](hp)
     method.setup(model, make_context(data, 1))
     out = method.train_step(batch)
-    assert float(out["violation_b1"]) > 0
+    assert float(out["lp/violation_b1"]) > 0
     for p, q in zip(method.stages[0].parameters(), stage1_ref.parameters()):  # the gradient of the step
         torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-6)
 
@@ -257,16 +257,16 @@ def test_ds_filter_cuts_logged_communication_by_stride_squared():
     data = random_bundle(n_train=32, batch_size=16)
     _, logs = run_method("penalty", data, epochs=1, serial_share=0.0, ds_stride=2)
     metrics = logs[0][1]
-    assert metrics["comm_mb"] == pytest.approx(metrics["comm_mb_without_ds"] / 4)  # 14×14 → 7×7
-    assert {"violation_b1", "loss"} <= set(logs[0][0][0])
-    assert metrics["modelled_speedup"] > 1.0
+    assert metrics["lp/comm_mb"] == pytest.approx(metrics["lp/comm_mb_without_ds"] / 4)  # 14×14 → 7×7
+    assert {"lp/violation_b1", "loss"} <= set(logs[0][0][0])
+    assert metrics["lp/modelled_speedup"] > 1.0
 
 
 def test_serial_parallel_hybrid_switches_to_serial_bp_for_the_last_share():
     data = random_bundle(n_train=32, batch_size=16)
     _, logs = run_method("penalty", data, epochs=2, serial_share=0.5)
-    assert [m["serial_phase"] for _, m in logs] == [0.0, 1.0]
-    assert "violation_b1" not in logs[1][0][0]
+    assert [m["lp/serial_phase"] for _, m in logs] == [0.0, 1.0]
+    assert "lp/violation_b1" not in logs[1][0][0]
 
 
 @pytest.mark.parametrize("name", ["penalty", "augmented-lagrangian"])

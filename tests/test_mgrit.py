@@ -145,11 +145,11 @@ def test_mgrit_lowers_the_training_loss_like_bp_and_reports_diagnostics():
     losses, bp_losses = [float(o["loss"]) for o in outs], [float(o["loss"]) for o in bp_outs]
     assert losses[-1] < losses[0] - 0.05
     assert max(abs(a - b) for a, b in zip(losses, bp_losses)) < 1e-2
-    assert all(o["mgrit_fwd_iters"] == 2 and o["mgrit_adj_iters"] == 1 for o in outs)
-    assert all(o["mgrit_fwd_residual"] > 0 and o["mgrit_adj_residual"] > 0 for o in outs)
+    assert all(o["mgrit/fwd_iters"] == 2 and o["mgrit/adj_iters"] == 1 for o in outs)
+    assert all(o["mgrit/fwd_residual"] > 0 and o["mgrit/adj_residual"] > 0 for o in outs)
     metrics = method.end_epoch(0)
-    assert metrics["modelled_workers"] == 4 and metrics["modelled_speedup"] == metrics["modelled_speedup_p4"]
-    assert 0 < metrics["modelled_speedup_p1"] < metrics["modelled_speedup_p2"] < metrics["modelled_speedup_p4"]
+    assert metrics["mgrit/modelled_workers"] == 4 and metrics["mgrit/modelled_speedup"] == metrics["mgrit/modelled_speedup_p4"]
+    assert 0 < metrics["mgrit/modelled_speedup_p1"] < metrics["mgrit/modelled_speedup_p2"] < metrics["mgrit/modelled_speedup_p4"]
 
 
 def test_converged_mgrit_step_equals_a_bp_step():
@@ -183,7 +183,7 @@ def test_harness_runs_and_logs_mgrit_on_mnist(tracker, mnist_root):
     result = run_cell(cell, tracker)
     assert result.status == "finished", result.reason
     metrics = tracker.client.get_run(result.run_id).data.metrics
-    for key in ("mgrit_fwd_residual", "mgrit_adj_residual", "modelled_speedup", "test_acc"):
+    for key in ("mgrit/fwd_residual", "mgrit/adj_residual", "mgrit/modelled_speedup", "test_acc"):
         assert key in metrics
 
 
@@ -204,12 +204,12 @@ def test_convergence_probe_logs_falling_residuals_and_leaves_the_gradients_alone
     method = METHODS["mgrit"](MgritHParams(cfactor=4, max_levels=2, probe_iters=4, probe_batch=16))
     method.setup(model, make_context(data))
     torch.testing.assert_close(method.probe_data[0], data.normalise(data.probe.images))
-    assert not any(k.startswith("mgrit_probe") for k in method.end_epoch(0))  # on the clock: no probe
+    assert not any(k.startswith("mgrit/probe_") for k in method.end_epoch(0))  # on the clock: no probe
     metrics = method.diagnostics(0)
     assert all(p.grad is None for p in model.parameters())
     for solve in ("fwd", "adj"):
-        rel = [metrics[f"mgrit_probe_{solve}_rel_it{k}"] for k in range(1, 5)]
-        assert metrics[f"mgrit_probe_{solve}_res0"] > 0
+        rel = [metrics[f"mgrit/probe_{solve}_rel_it{k}"] for k in range(1, 5)]
+        assert metrics[f"mgrit/probe_{solve}_res0"] > 0
         assert 1e-6 < rel[0] < 1 and rel[1] <= 1e-6, (solve, rel)
     no_probe = with_probe_split(random_bundle(n_train=32, n_test=32, batch_size=16), None)  # test split only
     method = METHODS["mgrit"](MgritHParams(probe_iters=4))
@@ -260,7 +260,7 @@ def test_two_processes_give_the_single_process_weights_bitwise(cfactor, levels):
         assert torch.equal(p, q), name
     for a, b in zip(local_steps, spread_steps):
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    probe = [k for k in local_metrics if k.startswith("mgrit_probe_")]
+    probe = [k for k in local_metrics if k.startswith("mgrit/probe_")]
     assert probe and all(local_metrics[k] == spread_metrics[k] for k in probe)
 
 
@@ -391,4 +391,4 @@ def test_method_warm_start_keeps_the_training_solves_and_the_probe_leaves_them_a
     method.diagnostics(0)  # an 8-sample probe must not replace the 16-sample training states
     assert method.team.warm[0].kept["fwd"][0] is fwd_states
     out = method.train_step(batches[1])
-    assert float(out["mgrit_fwd_iters"]) == 2 and float(out["loss"]) > 0
+    assert float(out["mgrit/fwd_iters"]) == 2 and float(out["loss"]) > 0

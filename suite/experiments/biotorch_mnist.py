@@ -27,7 +27,6 @@ its files are not on this machine (no download is attempted from a grid).
 from __future__ import annotations
 
 import math
-import re
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -35,6 +34,7 @@ import seaborn as sns
 
 from suite.config import Cell
 from suite.experiments.base import Experiment
+from suite.methods.feedback.alignment import WALIGN_LAYER
 from suite.report.baselines import load_published
 from suite.report.stats import fmt_ci, mean_ci
 
@@ -205,9 +205,6 @@ def settings_table(profile: str) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["setting", "published", "used", "source"])
 
 
-WALIGN = re.compile(r"^walign/(\d+)_deg$")
-
-
 def report(ctx) -> None:
     runs = ctx.runs
     missing = fashion_files_missing()
@@ -280,13 +277,12 @@ def _error_figure(ctx, hist: pd.DataFrame) -> None:
 
 
 def _alignment_figure(ctx, runs: pd.DataFrame) -> None:
-    keys = sorted({c[2:] for c in runs.columns if c.startswith("m.") and WALIGN.match(c[2:])},
-                  key=lambda k: int(WALIGN.match(k).group(1)))
+    keys = [c[2:] for c in WALIGN_LAYER.columns(runs.columns)]
     sub = runs[runs.method.isin(["fa", "usf", "brsf", "frsf"])]
     if not keys or sub.empty:
         return
     hist = ctx.history(keys, sub)
-    hist["layer"] = hist.key.str.extract(WALIGN.pattern, expand=False).astype(int)
+    hist["layer"] = hist.key.map(lambda k: WALIGN_LAYER.index(k, "i"))
     panels = [m for m in ("fa", "usf", "brsf", "frsf") if m in set(hist.method)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
     for ax, method in zip(axes[0], panels):

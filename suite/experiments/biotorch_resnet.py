@@ -20,6 +20,7 @@ from suite.config import Cell
 from suite.experiments.base import Experiment
 from suite.experiments.feedback_common import (
     accuracy_figure,
+    align_keys,
     alignment_figure,
     variant,
     with_labels,
@@ -98,8 +99,7 @@ def report(ctx) -> None:
                         "–", "error within the tolerance in baselines/published.csv", "not testable here",
                         "CIFAR-10 cannot be downloaded on this machine; `--profile paper` runs the table where it can")
 
-    keys = ["test_acc"] + sorted({c[2:] for c in runs.columns if c.startswith("m.align/") and c.endswith("_mean")
-                                  and c != "m.align/mean"})
+    keys = ["test_acc", *align_keys(runs)]
     runs["variant"] = variant(runs) + " · " + runs["optimiser"]
     hist = ctx.history(keys, runs).merge(runs[["run_id", "optimiser"]], on="run_id", how="left")
     hist = with_labels(hist, runs, ["model", "optimiser"])

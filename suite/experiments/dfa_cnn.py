@@ -34,6 +34,7 @@ from suite.config import Cell
 from suite.experiments.base import Experiment
 from suite.experiments.feedback_common import (
     accuracy_figure,
+    align_keys,
     alignment_figure,
     variant,
     with_labels,
@@ -149,8 +150,7 @@ def report(ctx) -> None:
                     reproduces=SOURCE)
 
     full = runs[runs.fraction == runs.fraction.max()]
-    keys = ["test_acc"] + sorted({c[2:] for c in runs.columns if c.startswith("m.align/") and c.endswith("_mean")
-                                  and c != "m.align/mean"})
+    keys = ["test_acc", *align_keys(runs)]
     hist = with_labels(ctx.history(keys, full), full, ["dataset"])
     accuracy_figure(ctx, hist, "dataset", "accuracy", "Test accuracy vs epoch per method (full fraction)", SOURCE)
     alignment_figure(ctx, hist[hist.method != "bp"], "alignment",

@@ -3,13 +3,12 @@ launay-bottleneck): run labels and the two per-epoch figures."""
 
 from __future__ import annotations
 
-import re
-
 import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
-ALIGN_KEY = re.compile(r"^align/(\d+)_mean$")
+from suite.methods.feedback.alignment import ALIGN_UNIT
+from suite.metrics import TEST_ACC
 
 
 def variant(frame: pd.DataFrame) -> pd.Series:
@@ -27,12 +26,12 @@ def variant(frame: pd.DataFrame) -> pd.Series:
 
 
 def align_keys(runs: pd.DataFrame) -> list[str]:
-    return sorted((c[2:] for c in runs.columns if c.startswith("m.") and ALIGN_KEY.match(c[2:])),
-                  key=lambda k: int(ALIGN_KEY.match(k).group(1)))
+    """The per-unit gradient-alignment keys the runs logged, unit 0 first."""
+    return [c[2:] for c in ALIGN_UNIT.columns(runs.columns)]
 
 
 def accuracy_figure(ctx, hist: pd.DataFrame, facet: str, suffix: str, title: str, reproduces: str) -> None:
-    acc = hist[hist.key == "test_acc"]
+    acc = hist[hist.key == TEST_ACC.key]
     if acc.empty:
         return
     panels = sorted(acc[facet].unique(), key=str)
@@ -47,10 +46,10 @@ def accuracy_figure(ctx, hist: pd.DataFrame, facet: str, suffix: str, title: str
 
 def alignment_figure(ctx, hist: pd.DataFrame, suffix: str, title: str, reproduces: str) -> None:
     """Gradient alignment (cosine with BP) vs epoch, one line per unit, one panel per variant."""
-    al = hist[hist.key.str.match(ALIGN_KEY.pattern)].copy()
+    al = hist[hist.key.map(ALIGN_UNIT.matches)].copy()
     if al.empty:
         return
-    al["unit"] = al.key.str.extract(ALIGN_KEY.pattern, expand=False).astype(int)
+    al["unit"] = al.key.map(lambda k: ALIGN_UNIT.index(k, "unit"))
     panels = sorted(al["panel"].unique(), key=str)
     cols = min(4, len(panels))
     rows = -(-len(panels) // cols)

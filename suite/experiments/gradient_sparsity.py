@@ -22,6 +22,7 @@ from matplotlib.ticker import MaxNLocator
 
 from suite.config import Cell
 from suite.experiments.base import Experiment
+from suite.methods.sparsity import method as sp
 
 METHOD = "bp-sparsity"
 TIMM_MODELS = ["timm:resnet50", "timm:vgg16_bn", "timm:mobilenetv2_100", "timm:densenet121", "timm:efficientnet_b0"]
@@ -69,13 +70,14 @@ def _input_label(dataset: str) -> str:
 
 def network_table(ctx) -> pd.DataFrame:
     """One row per (model, data): each sp/ quantity averaged over the logged epochs, then over seeds."""
-    keys = [f"sp/{k}" for k in (*FRACTIONS, *SPEEDUPS, "sampled_steps")]
+    keys = [metric.key for metric in (*[sp.FRACTIONS[k] for k in FRACTIONS], *[sp.SPEEDUPS[k] for k in SPEEDUPS],
+                                      sp.SAMPLED_STEPS)]
     hist = ctx.history(keys)
     if hist.empty:
         return pd.DataFrame()
     per_run = hist.groupby(["run_id", "model", "dataset", "key"], as_index=False)["value"].mean()
     wide = per_run.pivot_table(index=["run_id", "model", "dataset"], columns="key", values="value").reset_index()
-    wide["sp/sampled_steps"] = hist[hist.key == "sp/sampled_steps"].groupby("run_id")["value"].sum().reindex(
+    wide[sp.SAMPLED_STEPS.key] = hist[hist.key == sp.SAMPLED_STEPS.key].groupby("run_id")["value"].sum().reindex(
         wide.run_id).to_numpy()
     table = wide.groupby(["model", "dataset"], as_index=False).agg(
         runs=("run_id", "count"), **{k.removeprefix("sp/"): (k, "mean") for k in keys if k in wide})
@@ -117,16 +119,17 @@ def layer_curves(ctx) -> None:
     runs = ctx.finished()
     if runs.empty:
         return
-    keys = sorted({k for rid in runs.run_id for k in ctx.tracker.metric_keys(rid)
-                   if k.startswith("sp/") and k.count("/") == 2 and k.split("/")[2] in FRACTIONS})
+    logged = {k for rid in runs.run_id for k in ctx.tracker.metric_keys(rid)}
+    keys = [k for name in FRACTIONS for k in sp.LAYER_FRACTIONS[name].keys(logged)]
     hist = ctx.history(keys)
     if hist.empty:
         return
     hist = hist[hist.groupby("run_id")["step"].transform("nunique") > 1]
     if hist.empty:
         return
-    parts = hist.key.str.split("/", expand=True)
-    hist = hist.assign(layer=parts[1].astype(int), quantity=parts[2])
+    quantity_of = {k: name for name in FRACTIONS for k in sp.LAYER_FRACTIONS[name].keys(set(hist.key))}
+    hist = hist.assign(layer=hist.key.map(lambda k: sp.LAYER_FRACTIONS[quantity_of[k]].index(k, "layer")),
+                       quantity=hist.key.map(quantity_of))
     models = sorted(hist.model.unique())
     quantities = [q for q in FRACTIONS if q in set(hist.quantity)]
     fig, axes = plt.subplots(len(quantities), len(models), figsize=(3.8 * len(models), 2.6 * len(quantities)),

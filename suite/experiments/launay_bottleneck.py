@@ -31,12 +31,13 @@ import pandas as pd
 
 from suite.config import Cell
 from suite.experiments.base import Experiment
+from suite.methods.feedback.alignment import ALIGN_UNIT
 from suite.report.baselines import load_published
 from suite.report.stats import spearman_ci, summarise
 
 SOURCE = "Launay et al. 2019 bottleneck figure (lightonai/principled-dfa-training bottleneck_from_log.py)"
 WIDTHS = (1, 3, 5, 8, 11, 18, 28, 46, 73, 118, 191, 308, 496, 800)
-BOTTLENECK_KEY = "align/1_mean"  # unit 1 = block 1, ending at the second tanh (unit 0 is the Flatten stem)
+BOTTLENECK_KEY = ALIGN_UNIT.name(unit=1)  # block 1, ending at the second tanh (unit 0 is the Flatten stem)
 AUTHORS = {"optimizer": "sgd", "lr": 0.0005, "momentum": 0.0, "weight_decay": 0.0, "schedule": "constant",
            "batch_size": 128, "augment": "none", "granularity": "block", "feedback_shared": True,
            "feedback_scale": 128}

@@ -31,6 +31,16 @@ import seaborn as sns
 
 from suite.config import PROFILES, Cell
 from suite.experiments.base import Experiment
+from suite.methods.layer_parallel.penalty import (
+    AUX_MB,
+    BETA_SUM,
+    COMM_MB,
+    COMM_MB_FULL,
+    SERIAL_PHASE,
+    SPEEDUP,
+    VIOLATION,
+)
+from suite.metrics import EPOCH_TIME, TEST_ACC, TRAIN_TIME
 from suite.report.compare import TARGET_NOTE, compare_to_bp
 from suite.report.context import hparam
 
@@ -90,9 +100,16 @@ def label(row: pd.Series) -> str:
     return " · ".join(parts)
 
 
+# The declared metrics this report reads, by the short names its tables use (`par.<name>`).
+PER_EPOCH = {"epoch_time": EPOCH_TIME.key, "serial_phase": SERIAL_PHASE.key, "comm_mb": COMM_MB.key,
+             "comm_mb_without_ds": COMM_MB_FULL.key, "modelled_speedup": SPEEDUP.key,
+             "aux_mb": AUX_MB.key, "violation_b1": VIOLATION.name(k=1), "beta_sum_b1": BETA_SUM.name(k=1)}
+
+
 def _parallel_means(hist: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     """Per run, the mean of each key over the epochs of the parallel phase (serial_phase == 0)."""
     wide = hist.pivot_table(index=["run_id", "step"], columns="key", values="value").reset_index()
+    wide = wide.rename(columns={key: name for name, key in PER_EPOCH.items()})
     if "serial_phase" in wide:
         wide = wide[wide["serial_phase"] == 0]
     present = [k for k in keys if k in wide]
@@ -108,10 +125,9 @@ def labelled_runs(ctx) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["ds_stride"] = runs.apply(lambda r: int(hparam(r, "ds_stride", 1)), axis=1)
     runs["distributed"] = runs.apply(lambda r: hparam(r, "distributed") == "True", axis=1)
     runs["stages"] = runs.apply(lambda r: int(float(hparam(r, "stages", 0))), axis=1)
-    keys = ["test_acc", "train_time", "epoch_time", "serial_phase", "comm_mb", "comm_mb_without_ds",
-            "modelled_speedup", "aux_mb", "violation_b1", "beta_sum_b1"]
-    hist = ctx.history(keys, runs)
-    per_run = _parallel_means(hist[hist.key != "test_acc"], keys[2:]) if not hist.empty else pd.DataFrame()
+    hist = ctx.history([TEST_ACC.key, TRAIN_TIME.key, *PER_EPOCH.values()], runs)
+    per_run = (_parallel_means(hist[hist.key != TEST_ACC.key], list(PER_EPOCH)) if not hist.empty
+               else pd.DataFrame())
     runs = runs.merge(per_run.add_prefix("par."), left_on="run_id", right_index=True, how="left")
     return runs, hist
 

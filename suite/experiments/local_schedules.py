@@ -26,6 +26,8 @@ from matplotlib.ticker import MaxNLocator
 
 from suite.config import Cell
 from suite.experiments.base import Experiment
+from suite.methods.local.method import FRACTION, TRANSITION
+from suite.metrics import EPOCH_TIME, TEST_ACC, TRAIN_TIME
 from suite.report.compare import TARGET_NOTE, compare_to_bp
 from suite.report.context import hparam, with_variants
 
@@ -96,12 +98,12 @@ def labelled_runs(ctx) -> tuple[pd.DataFrame, pd.DataFrame]:
     if runs.empty:
         return runs, pd.DataFrame()
     runs = with_variants(runs, variant, ORDER)
-    keys = ["test_acc", "train_time", "epoch_time", "local/transition_layer", "local/localized_fraction"]
+    keys = [TEST_ACC.key, TRAIN_TIME.key, EPOCH_TIME.key, TRANSITION.key, FRACTION.key]
     hist = ctx.history(keys, runs)
     hist = hist.merge(runs[["run_id", "variant"]], on="run_id", how="left")
-    mean_epoch = hist[hist.key == "epoch_time"].groupby("run_id")["value"].mean()
+    mean_epoch = hist[hist.key == EPOCH_TIME.key].groupby("run_id")["value"].mean()
     runs["m.epoch_time"] = runs["run_id"].map(mean_epoch)
-    local_frac = hist[hist.key == "local/localized_fraction"].groupby("run_id")["value"].mean()
+    local_frac = hist[hist.key == FRACTION.key].groupby("run_id")["value"].mean()
     runs["local_frac"] = runs["run_id"].map(local_frac).fillna(0.0)
     return runs, hist
 
@@ -152,7 +154,7 @@ NOTES = (
 # -- figures --------------------------------------------------------------------------------------
 
 def transition_figure(ctx, hist: pd.DataFrame) -> None:
-    sub = hist[(hist.key == "local/transition_layer") & ~hist.variant.map(_is_sweep)]
+    sub = hist[(hist.key == TRANSITION.key) & ~hist.variant.map(_is_sweep)]
     if sub.empty:
         return
     models = sorted(sub.model.unique())

@@ -47,6 +47,18 @@ from matplotlib.ticker import MaxNLocator
 from suite.config import PROFILES, Cell
 from suite.experiments.base import Experiment
 from suite.methods.layer_parallel.mgrit import coarsen
+from suite.methods.layer_parallel.mgrit_method import (
+    ADJ_ITERS,
+    ADJ_RESIDUAL,
+    FWD_ITERS,
+    FWD_RESIDUAL,
+    PROBE_REL,
+    PROBE_RES0,
+    SPEEDUP,
+    SPEEDUP_P,
+    WORKERS,
+)
+from suite.metrics import TEST_ACC, TRAIN_LOSS, TRAIN_TIME
 from suite.report.compare import TARGET_NOTE, compare_to_bp
 from suite.report.context import hparam, with_variants
 
@@ -134,8 +146,8 @@ def levels(row: pd.Series) -> int:
                        int(float(hparam(row, "max_levels", 3)))))
 
 
-PER_EPOCH = ["test_acc", "train_time", "train_loss", "mgrit_fwd_residual", "mgrit_adj_residual",
-             "mgrit_fwd_iters", "mgrit_adj_iters"]
+PER_EPOCH = [TEST_ACC.key, TRAIN_TIME.key, TRAIN_LOSS.key, FWD_RESIDUAL.key, ADJ_RESIDUAL.key, FWD_ITERS.key,
+             ADJ_ITERS.key]
 
 
 def labelled_runs(ctx) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -149,8 +161,8 @@ def labelled_runs(ctx) -> tuple[pd.DataFrame, pd.DataFrame]:
     runs["setting"] = runs.model.map(lambda m: "torchbraid" if str(m).endswith("-tb") else "one-shot")
     runs["epoch_s"] = pd.to_numeric(runs["m.train_time"], errors="coerce") / pd.to_numeric(
         runs["p.train.epochs"], errors="coerce")
-    probe_keys = sorted({c[2:] for c in runs.columns if c.startswith("m.mgrit_probe_")})
-    speed_keys = sorted(c[2:] for c in runs.columns if c.startswith("m.modelled_speedup_p"))
+    probe_keys = [c[2:] for c in PROBE_RES0.columns(runs.columns) + PROBE_REL.columns(runs.columns)]
+    speed_keys = [c[2:] for c in SPEEDUP_P.columns(runs.columns)]
     hist = ctx.history(PER_EPOCH + probe_keys + speed_keys, runs)
     hist = hist.merge(runs[["run_id", "variant", "processes"]], on="run_id", how="left")
     per_epoch = hist.groupby("run_id")["step"].max() + 1
@@ -185,12 +197,12 @@ def comparison_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
     if table.empty:
         return table
     runs = runs.copy()
-    columns = {"mgrit_fwd_iters": "fwd it/step", "mgrit_adj_iters": "adj it/step",
-               "mgrit_fwd_residual": "fwd ‖r‖ (last it)", "mgrit_adj_residual": "adj ‖r‖ (last it)"}
+    columns = {FWD_ITERS.key: "fwd it/step", ADJ_ITERS.key: "adj it/step",
+               FWD_RESIDUAL.key: "fwd ‖r‖ (last it)", ADJ_RESIDUAL.key: "adj ‖r‖ (last it)"}
     for key in columns:
         runs[key] = runs.run_id.map(_mean_of(hist, key))
-    runs["modelled"] = pd.to_numeric(runs.get("m.modelled_speedup"), errors="coerce")
-    runs["P"] = pd.to_numeric(runs.get("m.modelled_workers"), errors="coerce")
+    runs["modelled"] = pd.to_numeric(runs.get("m." + SPEEDUP.key), errors="coerce")
+    runs["P"] = pd.to_numeric(runs.get("m." + WORKERS.key), errors="coerce")
     runs["levels"] = [levels(r) if r.method == "mgrit" else math.nan for _, r in runs.iterrows()]
     agg = runs.groupby(["dataset", "model", "variant"])[[*columns, "modelled", "P", "levels"]].mean().reset_index()
     agg = agg.rename(columns=columns)
@@ -336,11 +348,12 @@ def training_figure(ctx, runs: pd.DataFrame, hist: pd.DataFrame) -> None:
 
 
 def residual_figure(ctx, hist: pd.DataFrame) -> None:
-    sub = hist[hist.key.str.startswith("mgrit_probe_") & hist.key.str.contains("_rel_it")].copy()
+    sub = hist[hist.key.map(PROBE_REL.matches)].copy()
     if sub.empty:
         return
-    sub["solve"] = sub.key.map(lambda k: "forward (states)" if "_fwd_" in k else "adjoint (gradients)")
-    sub["iteration"] = sub.key.map(lambda k: int(k.rsplit("_it", 1)[1]))
+    parts = sub.key.map(PROBE_REL.values)
+    sub["solve"] = parts.map(lambda v: "forward (states)" if v["solve"] == "fwd" else "adjoint (gradients)")
+    sub["iteration"] = parts.map(lambda v: int(v["k"]))
     # the first and the last epoch, with the residual of the initial guess (iteration 0) = 1
     first, last = sub.step.min(), sub.step.max()
     sub = sub[sub.step.isin([first, last])]
@@ -365,10 +378,10 @@ def residual_figure(ctx, hist: pd.DataFrame) -> None:
 
 
 def scaling_figure(ctx, runs: pd.DataFrame, hist: pd.DataFrame) -> None:
-    sub = hist[hist.key.str.startswith("modelled_speedup_p") & (hist.processes == 1)].copy()
+    sub = hist[hist.key.map(SPEEDUP_P.matches) & (hist.processes == 1)].copy()
     if sub.empty:  # (the P-process runs model the same critical path as their 1-process twins)
         return
-    sub["workers"] = sub.key.map(lambda k: int(k.removeprefix("modelled_speedup_p")))
+    sub["workers"] = sub.key.map(lambda k: int(SPEEDUP_P.values(k)["p"]))
     sub = sub.groupby(["variant", "model", "workers"], as_index=False)["value"].mean()
     sub["relative time"] = 1.0 / sub["value"]
     order = [v for v in ORDER if v in set(sub.variant)]

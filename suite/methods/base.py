@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from suite.config import TrainConfig
 from suite.data import Batch, DataBundle, TrainingData
+from suite.metrics import HARNESS, Metric
 from suite.models import StagedModel
 
 
@@ -74,10 +75,18 @@ class Method:
     summary: ClassVar[str] = ""  # one line for `bpsuite list methods`
     source: ClassVar[str] = ""  # where the method and its defaults come from
     flop_probe: ClassVar[bool] = True  # False: its step cannot run under FlopCounterMode (say why)
+    # Every key the method's train_step (besides loss/correct), end_epoch and diagnostics return,
+    # under the method's namespace (suite/metrics.py); the harness rejects an undeclared one.
+    METRICS: ClassVar[tuple[Metric, ...]] = ()
 
     def __init__(self, hparams: Any = None):
         self.hp = hparams if hparams is not None else self.HParams()
         self.model: StagedModel | None = None
+
+    @classmethod
+    def declared_metrics(cls) -> tuple[Metric, ...]:
+        """What a run of this method may log: the harness's metrics and the method's own."""
+        return HARNESS + cls.METRICS
 
     def reject_settings(self, model: StagedModel, run: TrainConfig) -> None:
         return None

@@ -17,6 +17,7 @@ import math
 import numpy as np
 import pandas as pd
 
+from suite.metrics import PHASE_EPOCHS, PHASE_TIME
 from suite.report.stats import fmt_ci, mean_ci, welch_p
 
 TARGET_FRACTION = 0.95
@@ -39,10 +40,11 @@ def epoch_seconds(runs: pd.DataFrame) -> pd.Series:
 def phase_seconds(row: pd.Series) -> dict[str, float]:
     """{phase: seconds per epoch of that phase} from a run's phase_time.* / phase_epochs.* metrics."""
     out = {}
-    for col, value in row.items():
-        if isinstance(col, str) and col.startswith("m.phase_time.") and pd.notna(value):
-            name = col[len("m.phase_time."):]
-            epochs = row.get(f"m.phase_epochs.{name}")
+    for col in PHASE_TIME.columns(row.index):
+        value = row[col]
+        if pd.notna(value):
+            name = PHASE_TIME.values(col[2:])["phase"]
+            epochs = row.get("m." + PHASE_EPOCHS.name(phase=name))
             if epochs and pd.notna(epochs):
                 out[name] = float(value) / float(epochs)
     return out

@@ -21,7 +21,17 @@ import math
 import torch
 import torch.nn.functional as F
 
+from suite.metrics import measured
 from suite.models import StagedModel
+
+ALIGN_UNIT = measured("align/{unit}_mean", "cos", "per-sample cosine between the method's signal and BP's "
+                      "gradient at a unit's output (unit 0 = stem, unit i = block i−1), mean over the probe batch")
+ALIGN_UNIT_STD = measured("align/{unit}_std", "cos", "standard deviation over the probe batch of that cosine")
+ALIGN_MEAN = measured("align/mean", "cos", "unweighted mean of align/{unit}_mean over the measured units")
+WALIGN_LAYER = measured("walign/{i}_deg", "deg", "angle between a layer's weights and its feedback weights")
+WALIGN_MEAN = measured("walign/mean_deg", "deg", "mean weight-feedback angle over all layers")
+GRADIENT_ALIGNMENT = (ALIGN_UNIT, ALIGN_UNIT_STD, ALIGN_MEAN)
+WEIGHT_ALIGNMENT = (WALIGN_LAYER, WALIGN_MEAN)
 
 
 def units(model: StagedModel) -> list[torch.nn.Module]:
@@ -55,8 +65,7 @@ def cosine_stats(signal: torch.Tensor, true: torch.Tensor) -> tuple[float, float
     return float(cos.mean()), float(cos.std()) if len(cos) > 1 else 0.0
 
 
-def alignment_metrics(signals: list[torch.Tensor | None], true: list[torch.Tensor | None],
-                      prefix: str = "align") -> dict[str, float]:
+def alignment_metrics(signals: list[torch.Tensor | None], true: list[torch.Tensor | None]) -> dict[str, float]:
     """`align/<unit>_mean`, `align/<unit>_std` (unit 0 = stem, unit i = block i−1) and `align/mean`
     (unweighted mean over the measured units)."""
     out, means = {}, []
@@ -64,10 +73,10 @@ def alignment_metrics(signals: list[torch.Tensor | None], true: list[torch.Tenso
         if s is None or t is None:
             continue
         mean, std = cosine_stats(s, t)
-        out[f"{prefix}/{i}_mean"], out[f"{prefix}/{i}_std"] = mean, std
+        out[ALIGN_UNIT.name(unit=i)], out[ALIGN_UNIT_STD.name(unit=i)] = mean, std
         means.append(mean)
     if means:
-        out[f"{prefix}/mean"] = sum(means) / len(means)
+        out[ALIGN_MEAN.key] = sum(means) / len(means)
     return out
 
 
@@ -79,8 +88,8 @@ def weight_angle_deg(weight: torch.Tensor, feedback: torch.Tensor) -> float:
 def weight_alignment(layers, feedback: list[torch.Tensor], log_layers: int) -> dict[str, float]:
     """`walign/<i>_deg` for the first `log_layers` layers and `walign/mean_deg` over all."""
     angles = [weight_angle_deg(layer.weight, fb) for layer, fb in zip(layers, feedback)]
-    out = {f"walign/{i}_deg": a for i, a in enumerate(angles[:log_layers])}
-    out["walign/mean_deg"] = sum(angles) / len(angles)
+    out = {WALIGN_LAYER.name(i=i): a for i, a in enumerate(angles[:log_layers])}
+    out[WALIGN_MEAN.key] = sum(angles) / len(angles)
     return out
 
 

@@ -31,14 +31,16 @@ import torch
 
 from suite.errors import UsageError
 from suite.methods.base import Method
-from suite.methods.feedback.alignment import AlignmentProbe, grads_wrt, units
+from suite.methods.feedback.alignment import GRADIENT_ALIGNMENT, AlignmentProbe, grads_wrt, units
 from suite.methods.feedback.engine import FeedbackPlan, feedback_forward, point_layout
 from suite.methods.feedback.layer_dfa import LayerInputFeedback
 from suite.methods.feedback.matrices import INITS, build_bank
 from suite.methods.optim import OptimHParams, Optimiser
+from suite.metrics import measured
 from suite.params import param
 
 STYLES = ("nokland", "biotorch")
+FEEDBACK_MB = measured("feedback/matrix_mb", "MB", "memory of the stored feedback matrices")
 
 
 @dataclass(frozen=True)
@@ -67,6 +69,7 @@ class DFAHParams(OptimHParams):
 class DFA(Method):
     name = "dfa"
     HParams = DFAHParams
+    METRICS = (FEEDBACK_MB, *GRADIENT_ALIGNMENT)
     summary = "direct feedback alignment: output error projected to every layer by fixed random matrices"
     source = ("Nøkland 2016 (DFA); feedback scaling of Launay et al. 2019 (lightonai/principled-dfa-training); "
               "conv outputs get a C×H×W-shaped projection; style=biotorch follows jsalbert/biotorch "
@@ -126,7 +129,7 @@ class DFA(Method):
         return grads_wrt(self.loss_fn(logits, y), outs)
 
     def diagnostics(self, epoch):
-        out = {"feedback_mb": (self.bank.matrix.numel() * self.bank.matrix.element_size()) / 2**20}
+        out = {FEEDBACK_MB.key: (self.bank.matrix.numel() * self.bank.matrix.element_size()) / 2**20}
         if self.probe.due(epoch):
             out |= self.probe.measure(self.signals)
         return out

@@ -29,7 +29,13 @@ from torch.nn.modules.utils import _pair
 from torch.overrides import TorchFunctionMode
 
 from suite.methods.base import Method
-from suite.methods.feedback.alignment import AlignmentProbe, bp_unit_grads, weight_alignment
+from suite.methods.feedback.alignment import (
+    GRADIENT_ALIGNMENT,
+    WEIGHT_ALIGNMENT,
+    AlignmentProbe,
+    bp_unit_grads,
+    weight_alignment,
+)
 from suite.methods.feedback.matrices import INITS, draw, xavier_uniform
 from suite.methods.optim import OptimHParams, Optimiser
 from suite.params import param
@@ -150,6 +156,8 @@ class WeightFeedback(Method):
     sends the error to its input through its feedback matrix B instead of W, weight gradients as in
     BP. Subclasses give `mode()` (the layer → B routing) and may refresh B in `before_step()`;
     they own `self.layers`, `self.feedback`, `self.probe` and `self.optim`."""
+
+    METRICS = (*WEIGHT_ALIGNMENT, *GRADIENT_ALIGNMENT)
 
     def mode(self) -> FeedbackMode:
         raise NotImplementedError

@@ -52,7 +52,19 @@ from suite.methods.layer_parallel.mgrit import (
 )
 from suite.methods.layer_parallel.mgrit_team import ProcessTeam
 from suite.methods.optim import OptimHParams, Optimiser
+from suite.metrics import measured, modelled
 from suite.params import param
+
+FWD_RESIDUAL = measured("mgrit/fwd_residual", "1", "forward solve's last-iteration residual norm, epoch mean")
+ADJ_RESIDUAL = measured("mgrit/adj_residual", "1", "adjoint solve's last-iteration residual norm, epoch mean")
+FWD_ITERS = measured("mgrit/fwd_iters", "1", "forward MGRIT iterations per step, epoch mean")
+ADJ_ITERS = measured("mgrit/adj_iters", "1", "adjoint MGRIT iterations per step, epoch mean")
+PROBE_RES0 = measured("mgrit/probe_{solve}_res0", "1", "probe batch: initial residual norm of the fwd/adj solve")
+PROBE_REL = measured("mgrit/probe_{solve}_rel_it{k}", "1", "probe batch: residual after iteration k / initial")
+SPEEDUP_P = modelled("mgrit/modelled_speedup_p{p}", "×", "layer-serial cost / MGRIT critical-path cost on P "
+                                                         "workers, from counted block applications")
+SPEEDUP = modelled("mgrit/modelled_speedup", "×", "mgrit/modelled_speedup_p{p} at the default worker count")
+WORKERS = modelled("mgrit/modelled_workers", "1", "the default worker count P = N / coarsening factor")
 
 
 @dataclass(frozen=True)
@@ -78,6 +90,7 @@ class MgritHParams(OptimHParams):
 class Mgrit(Method):
     name = "mgrit"
     HParams = MgritHParams
+    METRICS = (FWD_RESIDUAL, ADJ_RESIDUAL, FWD_ITERS, ADJ_ITERS, PROBE_RES0, PROBE_REL, SPEEDUP_P, SPEEDUP, WORKERS)
     summary = "layer-parallel training: MGRIT forward and adjoint through ODE-form residual runs"
     source = "Günther et al. 2020 (SIMODS, arXiv 1812.04352); TorchBraid defaults; see docs/mgrit.md"
     # the adjoint's autograd.grad inside a custom backward fails under FlopCounterMode's module hooks
@@ -163,10 +176,10 @@ class Mgrit(Method):
         """Last-iteration residual norms (all runs together) and iteration counts of this step; the
         harness logs their epoch means."""
         out = {
-            "mgrit_fwd_residual": _combined([t.forward.residuals[-1] for t in traces]),
-            "mgrit_adj_residual": _combined([t.adjoint.residuals[-1] for t in traces]),
-            "mgrit_fwd_iters": torch.tensor(float(max(t.forward.iterations for t in traces))),
-            "mgrit_adj_iters": torch.tensor(float(max(t.adjoint.iterations for t in traces))),
+            FWD_RESIDUAL.key: _combined([t.forward.residuals[-1] for t in traces]),
+            ADJ_RESIDUAL.key: _combined([t.adjoint.residuals[-1] for t in traces]),
+            FWD_ITERS.key: torch.tensor(float(max(t.forward.iterations for t in traces))),
+            ADJ_ITERS.key: torch.tensor(float(max(t.adjoint.iterations for t in traces))),
         }
         for p in self.cost:
             self.cost[p] += sum(t.modelled_cost(p) for t in traces)
@@ -194,8 +207,8 @@ class Mgrit(Method):
         for solve in ("fwd", "adj"):
             history = [getattr(t, "forward" if solve == "fwd" else "adjoint").residuals for t in traces]
             norms = [float(_combined(list(step))) for step in zip(*history)]
-            out[f"mgrit_probe_{solve}_res0"] = norms[0]
-            out |= {f"mgrit_probe_{solve}_rel_it{k}": r / norms[0] if norms[0] else 0.0
+            out[PROBE_RES0.name(solve=solve)] = norms[0]
+            out |= {PROBE_REL.name(solve=solve, k=k): r / norms[0] if norms[0] else 0.0
                     for k, r in enumerate(norms[1:], start=1)}
         return out
 
@@ -204,9 +217,9 @@ class Mgrit(Method):
         (powers of two and the default P = N/c), for this epoch's steps."""
         metrics = {}
         if self.serial_cost:
-            metrics = {f"modelled_speedup_p{p}": self.serial_cost / cost for p, cost in self.cost.items()}
-            metrics |= {"modelled_speedup": metrics[f"modelled_speedup_p{self.default_workers}"],
-                        "modelled_workers": float(self.default_workers)}
+            metrics = {SPEEDUP_P.name(p=p): self.serial_cost / cost for p, cost in self.cost.items()}
+            metrics |= {SPEEDUP.key: metrics[SPEEDUP_P.name(p=self.default_workers)],
+                        WORKERS.key: float(self.default_workers)}
         self._reset_cost()
         return metrics
 

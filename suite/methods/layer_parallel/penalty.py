@@ -55,7 +55,24 @@ from suite.methods.layer_parallel.stages import (
     stage_bounds,
 )
 from suite.methods.optim import OptimHParams, Optimiser, lr_factor
+from suite.metrics import measured, modelled
 from suite.params import param
+
+TASK_LOSS = measured("lp/task_loss", "nats", "task loss of the last stage on its auxiliary input (parallel phase)")
+VIOLATION = measured("lp/violation_b{k}", "1", "boundary k's violation ‖F_k(λ_{k−1}) − λ_k‖ / ‖F_k(λ_{k−1})‖, "
+                                              "epoch mean of the per-batch value")
+BETA = measured("lp/beta", "1", "penalty weight β at the end of the epoch (per squared norm)")
+BETA_SUM = measured("lp/beta_sum_b{k}", "1", "β of boundary k per element (β / d_k)")
+SERIAL_PHASE = measured("lp/serial_phase", "flag", "1 when the epoch ran the serial BP correction")
+AUX_MB = measured("lp/aux_mb", "MB", "memory of the auxiliary variables (and multipliers)")
+STAGE_SECONDS = measured("lp/stage{k}_seconds", "s", "stage k's compute time in the epoch")
+COMM_MB = modelled("lp/comm_mb", "MB", "boundary traffic of the epoch with the downsampling filters")
+COMM_MB_FULL = modelled("lp/comm_mb_without_ds", "MB", "the same traffic without the filters")
+PARALLEL_SECONDS = modelled("lp/modelled_parallel_seconds", "s", "epoch time on K devices: the slowest stage "
+                                                                 "per step plus traffic / link bandwidth")
+SPEEDUP = modelled("lp/modelled_speedup", "×", "sum of stage times / modelled parallel time")
+LAYER_PARALLEL_METRICS = (TASK_LOSS, VIOLATION, BETA, BETA_SUM, SERIAL_PHASE, AUX_MB, STAGE_SECONDS, COMM_MB,
+                          COMM_MB_FULL, PARALLEL_SECONDS, SPEEDUP)
 
 
 @dataclass(frozen=True)
@@ -83,6 +100,7 @@ class PenaltyHParams(OptimHParams):
 class Penalty(Method):
     name = "penalty"
     HParams = PenaltyHParams
+    METRICS = LAYER_PARALLEL_METRICS
     summary = "layer-parallel training, quadratic-penalty auxiliary variables (+ SPH, DS filters)"
     source = "Sun et al. 2020/2021 (arXiv 2009.01462); formulation reconstructed, see docs/layer-parallel.md"
     multipliers = False
@@ -181,7 +199,7 @@ class Penalty(Method):
         results = self.runner.run(tasks)
         # the logged loss is the objective this phase minimises (task loss of stage K on λ_{K−1}
         # plus every boundary's penalty), so the harness's divergence check watches the right thing
-        out = {"loss": sum(r.stats[0] for r in results).float(), "task_loss": results[-1].stats[0].float(),
+        out = {"loss": sum(r.stats[0] for r in results).float(), TASK_LOSS.key: results[-1].stats[0].float(),
                "correct": results[-1].stats[1]}
         for k in range(len(lam)):
             reduced, target = results[k].out, tasks[k].target
@@ -190,7 +208,7 @@ class Penalty(Method):
             lam[k][idx] = new_lam
             if mu is not None:
                 mu[k][idx] = new_mu
-            out[f"violation_b{k + 1}"] = (reduced - target).norm() / reduced.norm().clamp_min(1e-12)
+            out[VIOLATION.name(k=k + 1)] = (reduced - target).norm() / reduced.norm().clamp_min(1e-12)
         self._account(tasks, results)
         self.step_count += 1
         return out
@@ -228,16 +246,16 @@ class Penalty(Method):
     def end_epoch(self, epoch):
         self._take_cores_back()
         parallel = not self.in_serial_phase()
-        metrics = {"beta": self.beta, "serial_phase": float(not parallel), "aux_mb": self.aux.nbytes / 2**20}
-        metrics |= {f"beta_sum_b{k + 1}": self.beta / d for k, d in enumerate(self.elements)}
+        metrics = {BETA.key: self.beta, SERIAL_PHASE.key: float(not parallel), AUX_MB.key: self.aux.nbytes / 2**20}
+        metrics |= {BETA_SUM.name(k=k + 1): self.beta / d for k, d in enumerate(self.elements)}
         if parallel:
             self.runner.pull(self.stages)  # evaluation needs the current parameters here
             comm_s = self.comm_bytes / (self.hp.link_gb_per_s * 1e9)
             serial_s = float(self.stage_seconds.sum())
-            metrics |= {f"stage{k + 1}_seconds": float(s) for k, s in enumerate(self.stage_seconds)}
-            metrics |= {"comm_mb": self.comm_bytes / 2**20, "comm_mb_without_ds": self.comm_bytes_full / 2**20,
-                        "modelled_parallel_seconds": self.critical_seconds + comm_s,
-                        "modelled_speedup": serial_s / (self.critical_seconds + comm_s)}
+            metrics |= {STAGE_SECONDS.name(k=k + 1): float(s) for k, s in enumerate(self.stage_seconds)}
+            metrics |= {COMM_MB.key: self.comm_bytes / 2**20, COMM_MB_FULL.key: self.comm_bytes_full / 2**20,
+                        PARALLEL_SECONDS.key: self.critical_seconds + comm_s,
+                        SPEEDUP.key: serial_s / (self.critical_seconds + comm_s)}
         self._reset_epoch_counters()
         self.epoch = epoch + 1
         return metrics

@@ -39,7 +39,16 @@ import torch
 from suite.methods.base import Method
 from suite.methods.local import boundary, hebbian, schedules
 from suite.methods.optim import OptimHParams, Optimiser
+from suite.metrics import measured
 from suite.params import param
+
+RATE_SCALE = measured("local/rate_scale", "1", "weak supervision's multiplier of the local rate, epoch mean")
+TRANSITION = measured("local/transition_layer", "layer", "layers [0, t) learn by the local rule this epoch")
+FRACTION = measured("local/localized_fraction", "fraction", "transition layer / number of layers")
+UNITS = measured("local/localized_units", "1", "stem/blocks wholly local this epoch")
+UPDATE_NORM = measured("local/update_norm", "1", "‖ΔW‖ of the transition layer over the epoch")
+UPDATE_NORM_AVG = measured("local/update_norm_avg", "1", "dynamic schedule: its running average of that norm")
+NEXT = measured("local/next_transition_layer", "layer", "transition layer chosen for the next epoch")
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,7 @@ class LocalHParams(OptimHParams):
 class LocalSGD(Method):
     name = "local"
     HParams = LocalHParams
+    METRICS = (RATE_SCALE, TRANSITION, FRACTION, UNITS, UPDATE_NORM, UPDATE_NORM_AVG, NEXT)
     summary = "LoCal+SGD: Hebbian prefix (no backward through it) + SGD suffix, boundary moved by a schedule"
     source = ("Krithivasan et al., Frontiers in Neuroscience 2022 (LoCal+SGD), §2.2 and Algorithm 1; "
               "rule, normalisation, weak supervision and schedule formulas reconstructed (docs/local-learning.md); "
@@ -182,7 +192,7 @@ class LocalSGD(Method):
         loss = self.loss_fn(logits, batch.y)
         self.optim.step(loss)
         self._supervise(loss.detach())
-        return self.step_stats(logits, batch.y, loss) | {"local/rate_scale": scale}
+        return self.step_stats(logits, batch.y, loss) | {RATE_SCALE.key: scale}
 
     @torch.no_grad()
     def _supervise(self, loss: torch.Tensor) -> None:
@@ -200,19 +210,17 @@ class LocalSGD(Method):
     def end_epoch(self, epoch):
         transition = self.transition_layer
         norms = {i: float((self.layers[i].weight.detach() - w0).norm()) for i, w0 in self._start.items()}
-        out = {"local/transition_layer": float(transition),
-               "local/localized_fraction": transition / len(self.layers),
-               "local/localized_units": float(self.cut.units),
-               "local/update_norm": norms.get(transition, float("nan"))}
+        out = {TRANSITION.key: float(transition), FRACTION.key: transition / len(self.layers),
+               UNITS.key: float(self.cut.units), UPDATE_NORM.key: norms.get(transition, float("nan"))}
         if self.hp.local_schedule == "dynamic":
             avg = self.selector.avg.get(transition, float("nan"))
-            out["local/update_norm_avg"] = avg
+            out[UPDATE_NORM_AVG.key] = avg
             nxt = self._dynamic_cut(norms)
         else:
             nxt = self._static_cut(epoch + 1)
         self._move_to(nxt)
         self._snapshot()
-        out["local/next_transition_layer"] = float(self.transition_layer)
+        out[NEXT.key] = float(self.transition_layer)
         return out
 
     def close(self):

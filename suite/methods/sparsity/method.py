@@ -35,9 +35,24 @@ import torch
 from suite.methods.bp import BP, BPHParams
 from suite.methods.sparsity.macs import LayerMacs
 from suite.methods.sparsity.probes import LayerStats, ProbeRecorder, is_activation
+from suite.metrics import measured, modelled
 from suite.params import param
 
 TOTAL_KEYS = ("speedup_fwd", "speedup_bwd_out", "speedup_bwd_in", "speedup_bwd", "speedup_train")
+FRACTION_DOCS = {"act_in": "zero fraction of the layers' inputs X", "act_out": "zero fraction of activation outputs",
+                 "dA": "zero fraction of the gradient w.r.t. activation outputs",
+                 "dZ": "zero fraction of the gradient w.r.t. the layers' outputs (pre-activation)"}
+SPEEDUP_DOCS = {"speedup_fwd": "forward", "speedup_bwd_out": "backward, skipping on output-gradient zeros",
+                "speedup_bwd_in": "backward, skipping on input zeros", "speedup_bwd": "backward, both",
+                "speedup_train": "forward + backward"}
+FRACTIONS = {k: measured(f"sp/{k}", "fraction", doc + ", mean over layers and sampled steps")
+             for k, doc in FRACTION_DOCS.items()}
+SPEEDUPS = {k: modelled(f"sp/{k}", "×", f"dense MACs / MACs left after skipping zeros: {doc}")
+            for k, doc in SPEEDUP_DOCS.items()}
+DENSE_GMACS = modelled("sp/gmacs_dense_step", "GMAC", "dense MACs of one training step")
+SAMPLED_STEPS = measured("sp/sampled_steps", "1", "instrumented steps of the epoch")
+LAYER_FRACTIONS = {k: measured(f"sp/{{layer}}/{k}", "fraction", doc + " at one layer") for k, doc in FRACTION_DOCS.items()}
+LAYER_SPEEDUP = modelled("sp/{layer}/speedup_bwd", "×", "backward speedup at one layer (both kinds of zeros)")
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,8 @@ def _nanmean(values: list[float]) -> float:
 class BPSparsity(BP):
     name = "bp-sparsity"
     HParams = BPSparsityHParams
+    METRICS = (*FRACTIONS.values(), *SPEEDUPS.values(), DENSE_GMACS, SAMPLED_STEPS, *LAYER_FRACTIONS.values(),
+               LAYER_SPEEDUP)
     summary = "BP (identical updates) + exact activation/gradient sparsity and skippable-MAC speedups per layer"
     source = ("Sarma et al. 2021, arXiv 2109.07710 (gradient output sparsity); counting rules reconstructed "
               "(docs/gradient-sparsity.md); BP recipe as `bp`")
@@ -93,13 +110,13 @@ class BPSparsity(BP):
         per_layer = [sum((r[1][i] for r in records), LayerStats()) for i in range(len(self.layers))]
         total = sum((s.macs for s in per_layer), LayerMacs())
         fractions = [s.fractions() for s in per_layer]
-        out = {f"sp/{k}": _nanmean([f[k] for f in fractions]) for k in ("act_in", "act_out", "dA", "dZ")}
-        out |= {f"sp/{k}": _finite_or_nan(v) for k, v in total.speedups().items()}
-        out["sp/gmacs_dense_step"] = (total.dense + total.dense_bwd) / len(records) / 1e9
-        out["sp/sampled_steps"] = float(len(records))
+        out = {FRACTIONS[k].key: _nanmean([f[k] for f in fractions]) for k in FRACTIONS}
+        out |= {SPEEDUPS[k].key: _finite_or_nan(v) for k, v in total.speedups().items()}
+        out[DENSE_GMACS.key] = (total.dense + total.dense_bwd) / len(records) / 1e9
+        out[SAMPLED_STEPS.key] = float(len(records))
         for i in range(min(self.hp.log_layers, len(self.layers))):
-            out |= {f"sp/{i}/{k}": v for k, v in fractions[i].items() if not math.isnan(v)}
-            out[f"sp/{i}/speedup_bwd"] = _finite_or_nan(per_layer[i].macs.speedups()["speedup_bwd"])
+            out |= {LAYER_FRACTIONS[k].name(layer=i): v for k, v in fractions[i].items() if not math.isnan(v)}
+            out[LAYER_SPEEDUP.name(layer=i)] = _finite_or_nan(per_layer[i].macs.speedups()["speedup_bwd"])
         if self.ctx.log_artifact is not None:
             self.ctx.log_artifact(f"sparsity/epoch-{epoch:03d}.json", json.dumps(self.tables(records), indent=1))
         return out

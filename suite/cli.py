@@ -60,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     rpt = sub.add_parser("report", help="write tables and figures from the logged runs")
     rpt.add_argument("experiments", nargs="*")
-    rpt.add_argument("--profile", default="quick")
+    rpt.add_argument("--profile", default="quick",
+                     help="the profile to report, or best: each experiment at the highest profile (paper, verify, "
+                          "quick) whose whole grid has complete runs (`nox -s figures` uses it)")
     rpt.add_argument("--seeds", type=int, default=1)
     rpt.add_argument("--results-dir", default="results")
     rpt.add_argument("--figures-dir", default="paper_figures")
@@ -295,6 +297,11 @@ def _report(experiments, profile, seeds, uri, results_dir, figures_dir) -> None:
 
 
 def cmd_report(args) -> int:
+    from suite.config import PROFILES
+    from suite.report import BEST
+    if args.profile not in (*PROFILES, BEST):
+        from suite.errors import unknown_name
+        raise unknown_name("profile", args.profile, [*PROFILES, BEST])
     _use_settings(args)
     _report(_selected(args.experiments), args.profile, args.seeds, _tracking_uri(args), args.results_dir,
             args.figures_dir)

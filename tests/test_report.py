@@ -91,3 +91,26 @@ def test_published_baselines_are_traceable():
     assert set(frame["verified"].dropna()) <= {"yes", "no"}
     no_value = frame[frame["value"].isna()]
     assert no_value["notes"].notna().all(), "a row without a number must say why"
+
+
+def test_best_profile_is_the_highest_complete_grid(tracker, mnist_root):
+    """`report --profile best` (what `nox -s figures` runs) shows a paper grid only once every one
+    of its cells has a complete run; a partial one leaves the complete quick grid in place."""
+    from suite.config import Cell
+    from suite.harness import run_cell
+    from suite.report import complete_profile
+
+    tiny = dict(train_subset=64, test_subset=64, epochs=1, batch_size=32)
+
+    class TwoProfiles:
+        def cells(self, profile, seeds):
+            per = {"quick": [0], "paper": [0, 1]}.get(profile, [])
+            return [Cell("bp", "mlp", "mnist", s, profile).with_overrides(**tiny) for s in per]
+
+    exp = TwoProfiles()
+    assert complete_profile(tracker, exp, 1) == "quick"  # nothing run: the default
+    for cell in exp.cells("quick", 1) + exp.cells("paper", 1)[:1]:
+        run_cell(cell, tracker)
+    assert complete_profile(tracker, exp, 1) == "quick"  # paper half done
+    run_cell(exp.cells("paper", 1)[1], tracker)
+    assert complete_profile(tracker, exp, 1) == "paper"

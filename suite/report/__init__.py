@@ -27,14 +27,34 @@ def experiment_runs(tracker: Tracker, experiment, profile: str, seeds: int) -> p
     return runs
 
 
+BEST = "best"  # report each experiment at its highest complete profile
+RANKED_PROFILES = ("paper", "verify", "quick")
+
+
+def complete_profile(tracker: Tracker, experiment, seeds: int) -> str:
+    """The highest profile whose whole grid, at `seeds` seeds, has a complete run for every cell
+    (finished, skipped or diverged); `quick` when none has. A partly run `paper` grid never
+    replaces a complete `quick` one in the committed tables."""
+    for profile in RANKED_PROFILES:
+        cells = experiment.cells(profile, seeds)
+        if not cells:
+            continue
+        runs = experiment_runs(tracker, experiment, profile, seeds)
+        if len(runs) and runs["cell_hash"].nunique() == len({resolve(c).cell_hash for c in cells}):
+            return profile
+    return "quick"
+
+
 def build_report(experiments, profile: str, tracker: Tracker, seeds: int = 1,
                  results_dir: Path = Path("results"), figures_dir: Path = Path("paper_figures")) -> list[ReportContext]:
+    """`profile` BEST chooses each experiment's profile with `complete_profile`."""
     set_style()
     done = []
     for exp in experiments:
         if exp.report is None:
             continue
-        ctx = ReportContext(exp, profile, tracker, experiment_runs(tracker, exp, profile, seeds),
+        chosen = complete_profile(tracker, exp, seeds) if profile == BEST else profile
+        ctx = ReportContext(exp, chosen, tracker, experiment_runs(tracker, exp, chosen, seeds),
                             Path(results_dir), Path(figures_dir))
         exp.report(ctx)
         done.append(ctx)

@@ -347,7 +347,7 @@ def cmd_tune(args) -> int:
             results.append(result)
             entry = settings.entry_from(result)
             if entry:
-                settings.upsert(path, entry)
+                settings.upsert(path, entry, result.new_runs)
             if result.status != "skipped":
                 best = result.best
                 print(f"    {result.status}: {result.new_runs} new run(s) in {result.seconds:.1f} s; "

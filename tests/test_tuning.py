@@ -201,3 +201,19 @@ def test_grid_points_by_hand():
 def test_list_methods_shows_each_search_space(capsys):
     assert main(["list", "methods"]) == 0
     assert "[tune: log-uniform [0.0001, 1]]" in capsys.readouterr().out
+
+
+def test_a_resumed_study_keeps_the_provenance_of_its_trials(tmp_path):
+    """Re-deriving the file from finished studies (no new trial) must not restamp entries with
+    today's commit and date; a study that ran trials does."""
+    from suite.tuning import settings
+
+    path = tmp_path / "tuned.json"
+    base = {"experiment": "summary", "profile": "quick", "method": "bp", "model": "cnn", "dataset": "mnist",
+            "overrides": {}, "settings": {"lr": "0.02"}, "trials": 8, "study": "s1"}
+    settings.upsert(path, base | {"commit": "old", "date": "then", "optuna": "5.0.0"})
+    settings.upsert(path, base | {"commit": "new", "date": "now", "optuna": "5.0.0"}, new_trials=0)
+    assert (settings.load(path)[0]["commit"], settings.load(path)[0]["date"]) == ("old", "then")
+    settings.upsert(path, base | {"commit": "new", "date": "now", "optuna": "5.0.0"}, new_trials=3)
+    assert (settings.load(path)[0]["commit"], settings.load(path)[0]["date"]) == ("new", "now")
+    assert len(settings.load(path)) == 1

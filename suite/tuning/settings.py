@@ -88,8 +88,16 @@ def save(path: Path, entries: list[dict]) -> None:
     tmp.replace(path)
 
 
-def upsert(path: Path, entry: dict) -> None:
-    """Add `entry`, replacing the entry of the same identity (the latest study wins)."""
+PROVENANCE = ("commit", "date", "optuna")
+
+
+def upsert(path: Path, entry: dict, new_trials: int = 1) -> None:
+    """Add `entry`, replacing the entry of the same identity (the latest study wins). A study that
+    ran no new trial and chose what the file already holds keeps the file's commit and date: they
+    say when the deciding trials ran, not when the file was last written."""
+    old = [e for e in load(path) if entry_identity(e) == entry_identity(entry)]
+    if old and not new_trials and all(old[0].get(k) == entry.get(k) for k in ("study", "settings", "trials")):
+        entry = entry | {k: old[0][k] for k in PROVENANCE if k in old[0]}
     entries = [e for e in load(path) if entry_identity(e) != entry_identity(entry)]
     save(path, entries + [entry])
 

@@ -13,6 +13,7 @@ from suite.config import Cell
 from suite.harness import DivergenceMonitor, run_cell
 from suite.methods import METHODS, Method
 from suite.methods.bp import BP
+from suite.metrics import Metric
 
 SMOKE = dict(epochs=2, train_subset=96, test_subset=64, batch_size=32)
 
@@ -25,6 +26,7 @@ class SlowDiagnostics(BP):
     """BP whose diagnostics take 0.4 s per epoch (a stand-in for an alignment probe)."""
     name = "slow-diagnostics"
     summary = "test only"
+    METRICS = BP.METRICS + (Metric("probe", "1", "measured", "the stand-in probe's value"),)
 
     def diagnostics(self, epoch):
         time.sleep(0.4)

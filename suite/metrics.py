@@ -9,12 +9,14 @@ family, whose numbers are comparable across its methods); the harness declares t
 logs (`HARNESS`). The harness rejects an undeclared key, so a report that reads a key through its
 declaration (`Metric.columns`) reads what the methods actually log.
 
-`RENAMED` maps the keys logged before the namespaces existed to their names now; `bpsuite migrate`
-renames them in an existing MLflow store.
+A declaration whose key was logged under another name before the namespaces existed says so in
+`was` (same placeholders); `bpsuite migrate` (suite/migrate.py) renames such keys in an existing
+MLflow store, per method, from the methods' own declarations.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -29,14 +31,21 @@ class Metric:
     unit: str  # "1" for a plain number, else e.g. "s", "MB", "cos", "deg", "×", "fraction"
     kind: str  # measured | modelled
     doc: str
+    was: str = ""  # the key's name before the namespaces, if it had another (same placeholders)
     pattern: re.Pattern = field(init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"metric {self.key}: kind must be one of {KINDS}, not {self.kind!r}")
-        parts = re.split(r"\{(\w+)\}", self.key)
-        regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{_segment(p)})" for i, p in enumerate(parts))
-        object.__setattr__(self, "pattern", re.compile(regex + r"\Z"))
+        if self.was and set(_placeholders(self.was)) != set(_placeholders(self.key)):
+            raise ValueError(f"metric {self.key}: was={self.was!r} must hold the same placeholders")
+        object.__setattr__(self, "pattern", _compile(self.key))
+
+    def renamed_from(self, old_key: str) -> str | None:
+        """This declaration's name for `old_key` if `old_key` is an instance of `was` (else None):
+        `lp/violation_b2` for `violation_b2` when was='violation_b{k}'."""
+        match = _compile(self.was).match(old_key) if self.was else None
+        return self.key.format(**match.groupdict()) if match else None
 
     @property
     def namespace(self) -> str:
@@ -76,17 +85,28 @@ def _segment(placeholder: str) -> str:
     return r"\d+" if placeholder in NUMERIC else r"[^/]+?"
 
 
+def _placeholders(template: str) -> list[str]:
+    return re.split(r"\{(\w+)\}", template)[1::2]
+
+
+@functools.lru_cache(maxsize=None)
+def _compile(template: str) -> re.Pattern:
+    parts = re.split(r"\{(\w+)\}", template)
+    regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{_segment(p)})" for i, p in enumerate(parts))
+    return re.compile(regex + r"\Z")
+
+
 def undeclared(keys: Iterable[str], declared: Iterable[Metric]) -> list[str]:
     declared = list(declared)
     return sorted(k for k in keys if not any(m.matches(k) for m in declared))
 
 
-def measured(key: str, unit: str, doc: str) -> Metric:
-    return Metric(key, unit, "measured", doc)
+def measured(key: str, unit: str, doc: str, was: str = "") -> Metric:
+    return Metric(key, unit, "measured", doc, was)
 
 
-def modelled(key: str, unit: str, doc: str) -> Metric:
-    return Metric(key, unit, "modelled", doc)
+def modelled(key: str, unit: str, doc: str, was: str = "") -> Metric:
+    return Metric(key, unit, "modelled", doc, was)
 
 
 # What the harness logs for every run (suite/harness.py, suite/measure.py).
@@ -115,33 +135,3 @@ HARNESS = (
     measured("steps", "1", "optimiser steps taken"),
     measured("gflops_per_s", "GFLOP/s", "counted FLOPs per second of training time"),
 )
-
-# Keys logged before the namespaces (left) and their names now (right); placeholders carry over.
-RENAMED = {
-    "feedback_mb": "feedback/matrix_mb",
-    "beta": "lp/beta", "serial_phase": "lp/serial_phase", "aux_mb": "lp/aux_mb", "task_loss": "lp/task_loss",
-    "beta_sum_b{k}": "lp/beta_sum_b{k}", "violation_b{k}": "lp/violation_b{k}",
-    "stage{k}_seconds": "lp/stage{k}_seconds", "comm_mb": "lp/comm_mb",
-    "comm_mb_without_ds": "lp/comm_mb_without_ds", "modelled_parallel_seconds": "lp/modelled_parallel_seconds",
-    "mgrit_fwd_residual": "mgrit/fwd_residual", "mgrit_adj_residual": "mgrit/adj_residual",
-    "mgrit_fwd_iters": "mgrit/fwd_iters", "mgrit_adj_iters": "mgrit/adj_iters",
-    "mgrit_probe_{solve}_res0": "mgrit/probe_{solve}_res0",
-    "mgrit_probe_{solve}_rel_it{k}": "mgrit/probe_{solve}_rel_it{k}",
-    "modelled_speedup_p{p}": "mgrit/modelled_speedup_p{p}", "modelled_workers": "mgrit/modelled_workers",
-}
-# `modelled_speedup` was logged by both layer-parallel families; its new name depends on the method.
-RENAMED_BY_METHOD = {
-    "modelled_speedup": {"penalty": "lp/modelled_speedup", "augmented-lagrangian": "lp/modelled_speedup",
-                         "mgrit": "mgrit/modelled_speedup"},
-}
-
-
-def new_name(key: str, method: str) -> str | None:
-    """The current name of a key logged before the namespaces (None: not renamed)."""
-    if key in RENAMED_BY_METHOD:
-        return RENAMED_BY_METHOD[key].get(method)
-    for old, new in RENAMED.items():
-        match = Metric(old, "1", "measured", "").pattern.match(key)
-        if match:
-            return new.format(**match.groupdict())
-    return None

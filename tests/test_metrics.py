@@ -13,8 +13,8 @@ from suite.config import Cell
 from suite.harness import run_cell
 from suite.methods import METHODS
 from suite.methods.bp import BP
-from suite.metrics import HARNESS, Metric, new_name, undeclared
-from suite.migrate import migrate_metric_keys
+from suite.metrics import HARNESS, Metric, undeclared
+from suite.migrate import migrate_metric_keys, new_name
 
 
 def test_placeholders_match_one_segment_and_indices_are_numbers():
@@ -68,6 +68,14 @@ def test_new_names_of_old_keys():
     assert new_name("modelled_speedup", "mgrit") == "mgrit/modelled_speedup"
     assert new_name("feedback_mb", "dfa") == "feedback/matrix_mb"
     assert new_name("test_acc", "dfa") is None and new_name("lp/beta", "penalty") is None
+    assert new_name("modelled_speedup", "bp") is None  # bp never logged it: no declaration renames it
+
+
+def test_an_old_name_must_carry_the_same_placeholders():
+    assert Metric("lp/violation_b{k}", "1", "measured", "", was="violation_b{k}").renamed_from("violation_b3") \
+        == "lp/violation_b3"
+    with pytest.raises(ValueError, match="same placeholders"):
+        Metric("lp/violation_b{k}", "1", "measured", "", was="violation")
 
 
 def test_migrate_renames_old_keys_once(tmp_path, tracker, mnist_root, capsys):

@@ -40,7 +40,7 @@ from suite.metrics import measured
 from suite.params import param
 
 STYLES = ("nokland", "biotorch")
-FEEDBACK_MB = measured("feedback/matrix_mb", "MB", "memory of the stored feedback matrices")
+FEEDBACK_MB = measured("feedback/matrix_mb", "MB", "memory of the stored feedback matrices", was="feedback_mb")
 
 
 @dataclass(frozen=True)

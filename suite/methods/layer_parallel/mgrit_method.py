@@ -55,16 +55,23 @@ from suite.methods.optim import OptimHParams, Optimiser
 from suite.metrics import measured, modelled
 from suite.params import param
 
-FWD_RESIDUAL = measured("mgrit/fwd_residual", "1", "forward solve's last-iteration residual norm, epoch mean")
-ADJ_RESIDUAL = measured("mgrit/adj_residual", "1", "adjoint solve's last-iteration residual norm, epoch mean")
-FWD_ITERS = measured("mgrit/fwd_iters", "1", "forward MGRIT iterations per step, epoch mean")
-ADJ_ITERS = measured("mgrit/adj_iters", "1", "adjoint MGRIT iterations per step, epoch mean")
-PROBE_RES0 = measured("mgrit/probe_{solve}_res0", "1", "probe batch: initial residual norm of the fwd/adj solve")
-PROBE_REL = measured("mgrit/probe_{solve}_rel_it{k}", "1", "probe batch: residual after iteration k / initial")
+FWD_RESIDUAL = measured("mgrit/fwd_residual", "1", "forward solve's last-iteration residual norm, epoch mean",
+                        was="mgrit_fwd_residual")
+ADJ_RESIDUAL = measured("mgrit/adj_residual", "1", "adjoint solve's last-iteration residual norm, epoch mean",
+                        was="mgrit_adj_residual")
+FWD_ITERS = measured("mgrit/fwd_iters", "1", "forward MGRIT iterations per step, epoch mean", was="mgrit_fwd_iters")
+ADJ_ITERS = measured("mgrit/adj_iters", "1", "adjoint MGRIT iterations per step, epoch mean", was="mgrit_adj_iters")
+PROBE_RES0 = measured("mgrit/probe_{solve}_res0", "1", "probe batch: initial residual norm of the fwd/adj solve",
+                      was="mgrit_probe_{solve}_res0")
+PROBE_REL = measured("mgrit/probe_{solve}_rel_it{k}", "1", "probe batch: residual after iteration k / initial",
+                     was="mgrit_probe_{solve}_rel_it{k}")
 SPEEDUP_P = modelled("mgrit/modelled_speedup_p{p}", "×", "layer-serial cost / MGRIT critical-path cost on P "
-                                                         "workers, from counted block applications")
-SPEEDUP = modelled("mgrit/modelled_speedup", "×", "mgrit/modelled_speedup_p{p} at the default worker count")
-WORKERS = modelled("mgrit/modelled_workers", "1", "the default worker count P = N / coarsening factor")
+                                                         "workers, from counted block applications",
+                     was="modelled_speedup_p{p}")
+SPEEDUP = modelled("mgrit/modelled_speedup", "×", "mgrit/modelled_speedup_p{p} at the default worker count",
+                   was="modelled_speedup")
+WORKERS = modelled("mgrit/modelled_workers", "1", "the default worker count P = N / coarsening factor",
+                   was="modelled_workers")
 
 
 @dataclass(frozen=True)

@@ -58,19 +58,21 @@ from suite.methods.optim import OptimHParams, Optimiser, lr_factor
 from suite.metrics import measured, modelled
 from suite.params import param
 
-TASK_LOSS = measured("lp/task_loss", "nats", "task loss of the last stage on its auxiliary input (parallel phase)")
+TASK_LOSS = measured("lp/task_loss", "nats", "task loss of the last stage on its auxiliary input (parallel phase)",
+                     was="task_loss")
 VIOLATION = measured("lp/violation_b{k}", "1", "boundary k's violation ‖F_k(λ_{k−1}) − λ_k‖ / ‖F_k(λ_{k−1})‖, "
-                                              "epoch mean of the per-batch value")
-BETA = measured("lp/beta", "1", "penalty weight β at the end of the epoch (per squared norm)")
-BETA_SUM = measured("lp/beta_sum_b{k}", "1", "β of boundary k per element (β / d_k)")
-SERIAL_PHASE = measured("lp/serial_phase", "flag", "1 when the epoch ran the serial BP correction")
-AUX_MB = measured("lp/aux_mb", "MB", "memory of the auxiliary variables (and multipliers)")
-STAGE_SECONDS = measured("lp/stage{k}_seconds", "s", "stage k's compute time in the epoch")
-COMM_MB = modelled("lp/comm_mb", "MB", "boundary traffic of the epoch with the downsampling filters")
-COMM_MB_FULL = modelled("lp/comm_mb_without_ds", "MB", "the same traffic without the filters")
+                                              "epoch mean of the per-batch value", was="violation_b{k}")
+BETA = measured("lp/beta", "1", "penalty weight β at the end of the epoch (per squared norm)", was="beta")
+BETA_SUM = measured("lp/beta_sum_b{k}", "1", "β of boundary k per element (β / d_k)", was="beta_sum_b{k}")
+SERIAL_PHASE = measured("lp/serial_phase", "flag", "1 when the epoch ran the serial BP correction", was="serial_phase")
+AUX_MB = measured("lp/aux_mb", "MB", "memory of the auxiliary variables (and multipliers)", was="aux_mb")
+STAGE_SECONDS = measured("lp/stage{k}_seconds", "s", "stage k's compute time in the epoch", was="stage{k}_seconds")
+COMM_MB = modelled("lp/comm_mb", "MB", "boundary traffic of the epoch with the downsampling filters", was="comm_mb")
+COMM_MB_FULL = modelled("lp/comm_mb_without_ds", "MB", "the same traffic without the filters", was="comm_mb_without_ds")
 PARALLEL_SECONDS = modelled("lp/modelled_parallel_seconds", "s", "epoch time on K devices: the slowest stage "
-                                                                 "per step plus traffic / link bandwidth")
-SPEEDUP = modelled("lp/modelled_speedup", "×", "sum of stage times / modelled parallel time")
+                                                                 "per step plus traffic / link bandwidth",
+                            was="modelled_parallel_seconds")
+SPEEDUP = modelled("lp/modelled_speedup", "×", "sum of stage times / modelled parallel time", was="modelled_speedup")
 LAYER_PARALLEL_METRICS = (TASK_LOSS, VIOLATION, BETA, BETA_SUM, SERIAL_PHASE, AUX_MB, STAGE_SECONDS, COMM_MB,
                           COMM_MB_FULL, PARALLEL_SECONDS, SPEEDUP)
 

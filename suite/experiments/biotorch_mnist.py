@@ -115,16 +115,26 @@ def _selected_errors(hist: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run_id", "err_biotorch", "epoch_biotorch", "err_clean", "epoch_clean"])
 
 
+RULE = ("reproduced when the 95% CI of the mean over seeds is no wider than the tolerance (half-width <= "
+        "tolerance) and |mean − published| <= tolerance; not reproduced when even the nearest end of the CI is "
+        "farther than the tolerance from the published value, or the CI is narrow and the mean is outside the "
+        "tolerance; otherwise undecided (the CI is wider than the tolerance: more seeds would decide)")
+
+
 def reproduced(published: float, mean: float, half: float, tolerance: float) -> str:
-    """The declared rule (baselines/published.csv): reproduced when |mean − published| <= the
-    tolerance, or when the published value lies inside the 95% CI of the mean over seeds."""
+    """The rule above. A CI wider than the tolerance decides nothing by itself: one collapsed seed
+    can stretch it over the published value, and "published inside the CI" would then call a
+    method reproduced that mostly missed (the rule first declared in baselines/published.csv had
+    that branch; it was tightened after the paper grid showed it firing for uSF and frSF, and the
+    tightening can only move a verdict away from "reproduced")."""
     if any(isinstance(v, float) and math.isnan(v) for v in (published, tolerance)):
         return "no published value"
     if math.isnan(mean):
         return "not reproduced (no finished run)"
     gap = abs(mean - published)
-    inside_ci = not math.isnan(half) and gap <= half
-    return "reproduced" if gap <= tolerance or inside_ci else "not reproduced"
+    if math.isnan(half) or half > tolerance:  # one seed has no CI; a wide one cannot confirm
+        return "not reproduced" if not math.isnan(half) and gap - half > tolerance else "undecided"
+    return "reproduced" if gap <= tolerance else "not reproduced"
 
 
 def _cell(values: pd.Series, diverged: list[str]) -> tuple[str, float, float]:
@@ -159,6 +169,9 @@ def summary_table(runs: pd.DataFrame, selected: pd.DataFrame, profile: str) -> p
             "published err %": published,
             "err % BioTorch protocol (best test epoch)": bt_text,
             "err % clean protocol (best val epoch)": cl_text,
+            # per seed, so a wide CI shows whether one seed collapsed or all of them scatter
+            "clean err % per seed": ", ".join(f"{e:.2f}" for e in done.sort_values("seed").err_clean)
+            if "seed" in done else "–",
             "tolerance (pts)": tolerance,
             "verdict (BioTorch protocol)": reproduced(published, bt_mean, bt_half, tolerance) if target else NO_TARGET,
             "verdict (clean)": reproduced(published, cl_mean, cl_half, tolerance) if target else NO_TARGET,
@@ -208,9 +221,10 @@ def settings_table(profile: str) -> pd.DataFrame:
 def report(ctx) -> None:
     runs = ctx.runs
     missing = fashion_files_missing()
-    notes = [f"Reproduction rule, declared in baselines/published.csv before running: a row is reproduced when "
-             f"the mean error over seeds is within the tolerance of the published value, or the published value "
-             f"lies inside the 95% CI (Student t) of the mean. Errors: mean ± 95% CI over seeds. The BioTorch "
+    notes = [f"Reproduction rule (tolerances declared in baselines/published.csv before running): {RULE}. The "
+             f"first declared rule also counted 'the published value inside the CI' as reproduced whatever the "
+             f"CI's width; it was tightened after the paper grid, which can only move a verdict away from "
+             f"reproduced. Errors: mean ± 95% CI (Student t) over seeds. The BioTorch "
              f"protocol picks, per run, the epoch with the best test accuracy (as BioTorch does: optimistic); the "
              f"clean protocol picks the epoch with the best accuracy on the validation split ({VAL_FRACTION:.0%} of "
              f"the training set, never trained on) and reports its test error. Diverged runs show as "
@@ -247,12 +261,14 @@ def add_verdicts(ctx, table: pd.DataFrame) -> None:
         claim = f"{row.method} on {row.dataset}: top-1 error {published:g}% (LeNet, BioTorch's setting)"
         figure = (f"clean protocol {row['err % clean protocol (best val epoch)']}; "
                   f"BioTorch protocol {row['err % BioTorch protocol (best test epoch)']}")
-        rule = (f"mean error within {row['tolerance (pts)']:g} pts of the published value, or the published value "
-                "inside the 95% CI")
+        rule = f"tolerance {row['tolerance (pts)']:g} pts; " + RULE
         if ctx.profile == "paper":
             verdict = row["verdict (clean)"]  # the clean protocol decides; the optimistic one is shown beside it
-            verdict = verdict if verdict in ("reproduced", "not reproduced") else "not reproduced"
-            why = "" if verdict == "reproduced" else "see results/biotorch-mnist.md (per-epoch error figure)"
+            verdict = verdict if verdict in ("reproduced", "not reproduced", "undecided") else "not reproduced"
+            why = {"reproduced": "",
+                   "undecided": f"the 95% CI over {row.seeds} seeds is wider than the ±{row['tolerance (pts)']:g} "
+                                f"tolerance (clean errors per seed: {row['clean err % per seed']}); more seeds "
+                                "would decide"}.get(verdict, "see results/biotorch-mnist.md (per-epoch error figure)")
             ctx.add_verdict(claim, SOURCE, f"{row.seeds} seeds, the published setting", figure, rule, verdict, why)
         else:
             ctx.add_verdict(claim, SOURCE, f"profile {ctx.profile}: the published setting scaled down (see the "

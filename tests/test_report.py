@@ -36,7 +36,7 @@ def test_summarise_groups_and_formats():
     assert table.set_index("method").loc["b", "text"] == "90.00"
 
 
-def _log_fake_run(tracker, cell: Cell, accs: list[float], status: str = "finished"):
+def _log_fake_run(tracker, cell: Cell, accs: list[float], status: str = "finished", train_loss: float = 0.5):
     cfg = resolve(cell)
     handle = tracker.claim(cfg.cell_hash, {"method": cell.method, "model": cell.model, "dataset": cell.dataset,
                                            "seed": str(cell.seed), "profile": cell.profile, "overrides": "{}",
@@ -44,8 +44,8 @@ def _log_fake_run(tracker, cell: Cell, accs: list[float], status: str = "finishe
     handle.log_params({"train.epochs": str(len(accs)), "train.threads": "1"})
     per_epoch = 2.0 if cell.method == "bp" else 1.0
     for epoch, acc in enumerate(accs):
-        handle.log_metrics({"test_acc": acc, "epoch_time": per_epoch, "train_time": per_epoch * (epoch + 1)},
-                           step=epoch)
+        handle.log_metrics({"test_acc": acc, "epoch_time": per_epoch, "train_time": per_epoch * (epoch + 1),
+                            "train_loss": train_loss}, step=epoch)
     if status == "diverged":
         handle.log_metrics({"diverged_step": 7.0}, step=len(accs))
     handle.finish(status)
@@ -57,6 +57,9 @@ def test_summary_report_from_logged_runs(tracker, tmp_path, monkeypatch):
     exp = EXPERIMENTS["summary"]
     cells = exp.cells("smoke", seeds=2)
     for cell in cells:
+        if cell.method == "usf" and cell.seed == 1:  # a seed stuck at the uniform guess: loss ln 10, 11%
+            _log_fake_run(tracker, cell, [0.1, 0.11], train_loss=2.30)
+            continue
         _log_fake_run(tracker, cell, [0.5, 0.8 + 0.02 * cell.seed], "diverged" if cell.method == "dfa" else "finished")
     contexts = build_report([exp], "smoke", tracker, seeds=2, results_dir=tmp_path / "r", figures_dir=tmp_path / "f")
     write_index(contexts, tmp_path / "r", tmp_path / "f")
@@ -70,6 +73,8 @@ def test_summary_report_from_logged_runs(tracker, tmp_path, monkeypatch):
     assert fa["speedup vs bp (measured)"] == "2.00×" and fa["s/epoch"].startswith("1.00")  # end to end: 4 s / 2 s
     dfa = table[table.method == "dfa"].iloc[0]
     assert dfa["test acc %"] == "diverged (step 7)"  # never an accuracy
+    usf = table[table.method == "usf"].iloc[0]
+    assert usf["test acc %"].endswith("(1/2 at chance: seed 1)") and "at chance" not in bp["test acc %"]
     assert (tmp_path / "f" / "summary-test-acc.png").stat().st_size > 1000
     index = (tmp_path / "f" / "README.md").read_text()
     assert "summary-test-acc.png" in index and "measured" in index

@@ -29,7 +29,9 @@ TARGET_NOTE = (f"s/epoch and speedup are end to end: the whole run's training ti
                f"Δ vs BP: difference of mean accuracies in points, p from Welch's t-test over seeds "
                f"(needs ≥ 2 seeds per side). 'diverged (step N)': every seed's loss blew up (non-finite "
                f"or past the divergence bound; N = first step, lowest over seeds); 'k/n diverged' beside "
-               f"an accuracy: the accuracy is over the seeds that did not.")
+               f"an accuracy: the accuracy is over the seeds that did not. 'k/n at chance': seeds that finished "
+               f"without learning (final training loss within 10% of ln C, the loss of a uniform guess over C "
+               f"classes, and test accuracy below 2/C); they are in the mean.")
 
 
 def epoch_seconds(runs: pd.DataFrame) -> pd.Series:
@@ -62,6 +64,26 @@ def phase_text(runs: pd.DataFrame) -> str:
 def diverged_text(runs: pd.DataFrame) -> str:
     steps = pd.to_numeric(runs.get("m.diverged_step"), errors="coerce").dropna() if len(runs) else []
     return f"diverged (step {int(min(steps))})" if len(steps) else "diverged"
+
+
+def at_chance(runs: pd.DataFrame) -> pd.Series:
+    """Finished runs that learned nothing: final training loss within 10% of ln C (the loss of a
+    uniform guess over C classes) and test accuracy below twice chance. They are averaged in (the
+    run finished; its loss never blew up), but the table names them, so a mean dragged down by a
+    collapsed seed is not read as a method that learns slowly."""
+    from suite.data.sources import DATASETS
+    classes = runs["dataset"].map(lambda d: DATASETS[d].num_classes if d in DATASETS else math.nan)
+    loss = pd.to_numeric(runs.get("m.train_loss"), errors="coerce")
+    acc = pd.to_numeric(runs.get("m.test_acc"), errors="coerce")
+    return (loss > 0.9 * np.log(classes)) & (acc < 2 / classes)
+
+
+def at_chance_text(sub: pd.DataFrame, total: int) -> str:
+    flat = sub[at_chance(sub)]
+    if flat.empty:
+        return ""
+    seeds = ", ".join(str(s) for s in sorted(flat["seed"])) if "seed" in flat else "?"
+    return f" ({len(flat)}/{total} at chance: seed {seeds})"
 
 
 def thread_counts(runs: pd.DataFrame) -> set[str]:
@@ -106,7 +128,8 @@ def compare_to_bp(runs: pd.DataFrame, history: pd.DataFrame | None, by: list[str
                 continue
             mean, half, n = mean_ci(sub["acc"])
             t_mean, t_half, _ = mean_ci(sub["epoch_s"])
-            acc_text = fmt_ci(mean, half, 100) + (f" ({len(blown)}/{len(every)} diverged)" if len(blown) else "")
+            acc_text = (fmt_ci(mean, half, 100) + (f" ({len(blown)}/{len(every)} diverged)" if len(blown) else "")
+                        + at_chance_text(sub, len(every)))
             row |= {"test acc %": acc_text, "s/epoch": fmt_ci(t_mean, t_half, 1, 2),
                     "phases (s/epoch)": phase_text(sub)}
             if method != baseline and len(base_acc):

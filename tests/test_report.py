@@ -10,7 +10,8 @@ import pytest
 from suite.config import Cell, resolve
 from suite.experiments import EXPERIMENTS
 from suite.report import build_report, write_index
-from suite.report.stats import mean_ci, summarise, welch_p
+from suite.report.stats import (diff_ci, margin_verdict, mean_ci, paired_diff_ci, summarise, tolerance_verdict,
+                                welch_p)
 
 
 def test_confidence_interval_matches_hand_calculation():
@@ -19,6 +20,30 @@ def test_confidence_interval_matches_hand_calculation():
     assert (mean, n) == (2.5, 4)
     assert half == pytest.approx(3.182446305284263 * math.sqrt(5 / 3) / 2)
     assert math.isnan(mean_ci([7])[1]) and mean_ci([])[2] == 0
+
+
+def test_difference_interval_matches_hand_calculation():
+    # a = 1,2,3 and b = 4,5,6: Δ = −3, each variance of the mean 1/3, Welch dof = 4,
+    # t(0.975, 4) = 2.7764451051977987, half-width = t · sqrt(2/3)
+    diff, half = diff_ci([1, 2, 3], [4, 5, 6])
+    assert diff == -3 and half == pytest.approx(2.7764451051977987 * math.sqrt(2 / 3))
+    assert math.isnan(diff_ci([1.0], [4, 5])[1])
+    # paired by seed: differences 0.1, 0.2, 0.3 (the seeds' spread cancels): mean 0.2, sd 0.1,
+    # t(0.975, 2) = 4.302652729911275
+    a, b = pd.Series([80.1, 90.2, 70.3], index=[0, 1, 2]), pd.Series([90.0, 70.0, 80.0], index=[1, 2, 0])
+    diff, half, kind = paired_diff_ci(a, b)
+    assert kind == "paired" and diff == pytest.approx(0.2) and half == pytest.approx(4.302652729911275 * 0.1 / 3 ** 0.5)
+    assert paired_diff_ci(a, b.drop(2))[2] == "Welch"  # seeds differ: unpaired
+
+
+def test_verdicts_read_the_interval_not_the_point_estimate():
+    assert margin_verdict(+0.4, 1.0, 1.0) == "reproduced"  # CI [−0.6, 1.4] above −1
+    assert margin_verdict(-5.0, 2.0, 1.0) == "not reproduced"  # CI [−7, −3] below −1
+    assert margin_verdict(+0.4, 3.3, 1.0) == "undecided"  # mean above −1, CI reaches −2.9
+    assert margin_verdict(0.0, float("nan"), 1.0) == "undecided"  # one seed
+    assert tolerance_verdict(90.0, 89.0, 1.5, 2.0) == "reproduced"
+    assert tolerance_verdict(90.0, 89.0, 5.0, 2.0) == "undecided"  # published inside a CI wider than ±2
+    assert tolerance_verdict(90.0, 80.0, 5.0, 2.0) == "not reproduced"  # CI ends 5 pts short of the band
 
 
 def test_welch_test_on_constructed_cases():

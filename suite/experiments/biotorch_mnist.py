@@ -36,7 +36,7 @@ from suite.config import Cell
 from suite.experiments.base import Experiment
 from suite.methods.feedback.alignment import WALIGN_LAYER
 from suite.report.baselines import load_published
-from suite.report.stats import fmt_ci, mean_ci
+from suite.report.stats import fmt_ci, mean_ci, tolerance_verdict
 
 SOURCE = "BioTorch Benchmarks.md (jsalbert/biotorch @536ea21), MNIST & Fashion-MNIST table, LeNet MNIST"
 METHODS = ("bp", "fa", "usf", "brsf", "frsf", "dfa")
@@ -122,19 +122,17 @@ RULE = ("reproduced when the 95% CI of the mean over seeds is no wider than the 
 
 
 def reproduced(published: float, mean: float, half: float, tolerance: float) -> str:
-    """The rule above. A CI wider than the tolerance decides nothing by itself: one collapsed seed
-    can stretch it over the published value, and "published inside the CI" would then call a
-    method reproduced that mostly missed (the rule first declared in baselines/published.csv had
-    that branch; it was tightened after the paper grid showed it firing for uSF and frSF, and the
-    tightening can only move a verdict away from "reproduced")."""
+    """The rule above (suite/report/stats.py `tolerance_verdict`). A CI wider than the tolerance
+    decides nothing by itself: one collapsed seed can stretch it over the published value, and
+    "published inside the CI" would then call a method reproduced that mostly missed (the rule
+    first declared in baselines/published.csv had that branch; it was tightened after the paper
+    grid showed it firing for uSF and frSF, and the tightening can only move a verdict away from
+    "reproduced")."""
     if any(isinstance(v, float) and math.isnan(v) for v in (published, tolerance)):
         return "no published value"
     if math.isnan(mean):
         return "not reproduced (no finished run)"
-    gap = abs(mean - published)
-    if math.isnan(half) or half > tolerance:  # one seed has no CI; a wide one cannot confirm
-        return "not reproduced" if not math.isnan(half) and gap - half > tolerance else "undecided"
-    return "reproduced" if gap <= tolerance else "not reproduced"
+    return tolerance_verdict(published, mean, half, tolerance)
 
 
 def _cell(values: pd.Series, diverged: list[str]) -> tuple[str, float, float]:

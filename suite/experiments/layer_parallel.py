@@ -7,7 +7,8 @@ and WideResNets (MNIST, CIFAR-10/100) with a "significant speedup"; its tables a
 [NF]. The outputs are the main table's shape (accuracy, speedup, communication per variant), the
 SPH ablation (accuracy vs serial share), the communication with and without DS, and a verdict on
 the accuracy claim under a stated rule: "comparable" = test accuracy at most 1 point below serial
-BP's in the same cell (mean over seeds), for each method with SPH at K = 2 and K = 4.
+BP's in the same cell, decided on the 95% CI of the per-seed difference (undecided when the CI
+straddles −1 pt), for each method with SPH at K = 2 and K = 4.
 
 Grids. `quick`: ResNet-20 on MNIST (1000 training samples, 4 epochs): bp; penalty at K = 2 with
 serial share 0 / 25% / 50%; penalty and AL with SPH at K = 2 and 4; the pure parallel phase of
@@ -185,10 +186,11 @@ def main_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
 
 def verdict_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The accuracy claim per method and K (SPH, no DS, one process): Δ vs BP and the verdict."""
-    from suite.report.stats import mean_ci
+    from suite.report.stats import margin_verdict, paired_diff_ci
     rows = []
     for (model, dataset), group in runs.groupby(["model", "dataset"]):
         base = 100 * pd.to_numeric(group[group.method == "bp"]["m.test_acc"], errors="coerce")
+        bp_seeds = group[group.method == "bp"]["seed"]
         for method in METHODS:
             for k in (2, 4):
                 sub = group[(group.method == method) & (group.stages == k) & (group.serial_share == DEFAULT_SHARE)
@@ -196,7 +198,8 @@ def verdict_table(runs: pd.DataFrame) -> pd.DataFrame:
                 if sub.empty or base.empty:
                     continue
                 acc = 100 * pd.to_numeric(sub["m.test_acc"], errors="coerce")
-                diff, half, n = mean_ci(acc.to_numpy() - base.mean())
+                diff, half, _ = paired_diff_ci(acc.set_axis(sub["seed"]), base.set_axis(bp_seeds))
+                n = int(acc.notna().sum())
                 ci = "" if math.isnan(half) else f" ± {half:.2f}"
                 violation = sub["par.violation_b1"].mean()
                 rows.append({"dataset": dataset, "model": model, "method": f"{SHORT[method]} + SPH", "K": k,
@@ -204,7 +207,8 @@ def verdict_table(runs: pd.DataFrame) -> pd.DataFrame:
                              "acc %": f"{acc.mean():.2f}", "Δ vs bp (pts)": f"{diff:+.2f}{ci}",
                              "violation (b1, parallel epochs)": "–" if math.isnan(violation) else f"{violation:.3f}",
                              f"verdict (comparable = Δ ≥ −{COMPARABLE_POINTS:g} pt)":
-                                 "comparable" if diff >= -COMPARABLE_POINTS else "not comparable"})
+                                 {"reproduced": "comparable", "not reproduced": "not comparable"}.get(
+                                     margin_verdict(diff, half, COMPARABLE_POINTS), "undecided")})
     return pd.DataFrame(rows)
 
 
@@ -212,15 +216,15 @@ def add_verdicts(ctx, verdicts: pd.DataFrame) -> None:
     """results/verdicts.md rows: the abstract's "comparable accuracy" claim per method and K."""
     rule_col = f"verdict (comparable = Δ ≥ −{COMPARABLE_POINTS:g} pt)"
     for _, row in verdicts.iterrows():
-        comparable = row[rule_col] == "comparable"
+        outcome = {"comparable": "reproduced", "not comparable": "not reproduced"}.get(row[rule_col], "undecided")
         ctx.add_verdict(
             f"{row.method}, K = {row.K}: test accuracy comparable to serial BP on ResNets",
             "Sun et al. 2020/21 (arXiv 2009.01462), abstract",
             f"{row.model} on {row.dataset}, {row.seeds} seeds, the quick budget, default β and lr "
             "(paper: ResNet/WRN on CIFAR, settings not available)",
             f"{row['acc %']}% vs BP {row['bp acc %']}% (Δ {row['Δ vs bp (pts)']} pts)",
-            f"Δ ≥ −{COMPARABLE_POINTS:g} pt (mean over seeds)", "reproduced" if comparable else "not reproduced",
-            "" if comparable else (
+            f"95% CI of Δ (paired by seed) above −{COMPARABLE_POINTS:g} pt; below it: not reproduced; straddling: undecided",
+            outcome, "" if outcome == "reproduced" else f"the CI of Δ straddles −{COMPARABLE_POINTS:g} pt" if outcome == "undecided" else (
                 f"the parallel phase does not train a network the serial forward can use: the boundary violation "
                 f"stays at {row['violation (b1, parallel epochs)']} (λ drifts from the activations: the default β "
                 "is weak per squared norm at ResNet-20's boundary, and a strong β makes stage 1 unstable at lr 0.1); "
@@ -284,9 +288,10 @@ def report(ctx) -> None:
     add_verdicts(ctx, verdicts)
     claim = ("\n\n## The accuracy claim\n\n"
              + (verdicts.to_markdown(index=False) if len(verdicts) else "_no runs with SPH_")
-             + f"\n\nRule: 'comparable' when the mean accuracy over seeds is at most {COMPARABLE_POINTS:g} point "
-             "below serial BP's in the same cell (± = 95% CI of the difference over the method's seeds, when there "
-             "are ≥ 2). Published: 'comparable' (abstract only, baselines/published.csv "
+             + f"\n\nRule: 'comparable' when the whole 95% CI of the difference from serial BP's accuracy in the "
+             f"same cell (paired by seed, as a cell's methods share each seed's weights and batches; the ± column) lies above −{COMPARABLE_POINTS:g} point; "
+             f"'not comparable' when it lies below; 'undecided' when it straddles −{COMPARABLE_POINTS:g}. "
+             "Published: 'comparable' (abstract only, baselines/published.csv "
              "`sun2021-layer-parallel-accuracy`; no number). One seed decides nothing: the `verify` profile runs "
              "≥ 3.")
     _opening(ctx.write_table(main_table(runs, hist), notes=NOTES + claim), settings)

@@ -11,7 +11,10 @@ paper shows — loss and accuracy vs iteration for serial vs one-shot; MGRIT res
 iteration; run time vs workers — on TorchBraid's MNIST network, with the suite's SGD at one
 learning rate for every variant, so the variants differ only in how the gradient is computed.
 
-Rules. "Similar" = test accuracy within 1 point of BP's in the same cell. A one-shot row is a
+Rules. "Similar" = test accuracy at most 1 point below BP's in the same cell, decided on the 95%
+CI of the difference (paired by seed: a cell's methods share each seed's weights and batches):
+similar when the whole CI lies above −1 pt, not similar when it lies
+below, undecided when it straddles −1 pt (suite/report/stats.py `margin_verdict`). A one-shot row is a
 test of the claim only where the run has ≥ 3 MGRIT levels and depth ≥ 16: with 2 levels the
 coarse system is solved exactly, and on 8 steps with c = 4 two iterations already make the
 forward exact, so such a "one-shot" run is serial BP in disguise. Rows outside the rule say so.
@@ -61,6 +64,7 @@ from suite.methods.layer_parallel.mgrit_method import (
 from suite.metrics import TEST_ACC, TRAIN_LOSS, TRAIN_TIME
 from suite.report.compare import TARGET_NOTE, compare_to_bp
 from suite.report.context import hparam, with_variants
+from suite.report.stats import margin_verdict, paired_diff_ci, tolerance_verdict
 
 SIMILAR_POINTS = 1.0  # "similar to serial training": within this many points of BP's accuracy
 
@@ -72,6 +76,7 @@ TORCHBRAID = ("odenet:32-3-tb", "mnist",
                "lr": 0.01, "momentum": 0.9, "weight_decay": 0.0, "schedule": "constant"})
 TORCHBRAID_MGRIT = {"cfactor": 4, "max_levels": 3, "fwd_iters": 2, "bwd_iters": 1,
                     "skip_downcycle": "true", "warm_start": "true"}
+TORCHBRAID_TOLERANCE = 2.0  # pts; the notebook's own epochs 1–3 span 89–90% on 500 images
 TORCHBRAID_PUBLISHED = 90.0  # % after 3 epochs (450/500); 89% (443/500) after epoch 1, 90% (452/500) after 2
 
 # (model, dataset, settings shared by every cell) of the one-shot setting
@@ -185,11 +190,17 @@ def _verdict(row: pd.Series, runs: pd.DataFrame) -> str:
     depth = int(str(row["model"]).split(":")[1].split("-")[0])
     if lv < 3 or depth < 16:
         return f"not a test ({lv} levels, depth {depth}: the forward is nearly exact)"
-    diff = str(row.get("Δ vs bp (pts)", "–")).split(" ")[0]
-    if diff in ("–", "", "nan"):
+    def accuracy(frame):  # per seed
+        done = frame[frame.status == "finished"]
+        return 100 * pd.to_numeric(done.set_index("seed")["m.test_acc"], errors="coerce")
+    base = runs[(runs.variant == "bp") & (runs.model == row["model"])]
+    diff, half, kind = paired_diff_ci(accuracy(sub), accuracy(base))
+    if math.isnan(diff):
         return "–"
-    return (f"similar (within {SIMILAR_POINTS:g} pt)" if float(diff) >= -SIMILAR_POINTS
-            else f"not similar ({diff} pts)")
+    text = f"Δ {diff:+.2f} ± {half:.2f} {kind}" if not math.isnan(half) else f"Δ {diff:+.2f}, one seed"
+    return {"reproduced": f"similar ({text})", "not reproduced": f"not similar ({text})",
+            "undecided": f"undecided ({text}: the CI straddles −{SIMILAR_POINTS:g} pt)"}[
+        margin_verdict(diff, half, SIMILAR_POINTS)]
 
 
 def comparison_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
@@ -215,7 +226,7 @@ def comparison_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
         "–" if math.isnan(s) else f"{s:.2f}× (P={p:g})" for s, p in zip(agg.pop("modelled"), agg.pop("P"))]
     table = table.merge(agg, on=["dataset", "model", "variant"], how="left")
     table["seeds"] = table["seeds"].astype(int).astype(str)
-    table[f"one-shot claim (similar = within {SIMILAR_POINTS:g} pt of bp)"] = [
+    table[f"one-shot claim (similar: paired 95% CI of Δ above −{SIMILAR_POINTS:g} pt)"] = [
         _verdict(row, runs) for _, row in table.iterrows()]
     return table.fillna("–")
 
@@ -244,30 +255,44 @@ def torchbraid_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
 def add_verdicts(ctx, table: pd.DataFrame, tb_table: pd.DataFrame) -> None:
     """results/verdicts.md rows: one-shot accuracy (only where the row is a test) and TorchBraid's
     MNIST example figure."""
-    col = f"one-shot claim (similar = within {SIMILAR_POINTS:g} pt of bp)"
+    col = f"one-shot claim (similar: paired 95% CI of Δ above −{SIMILAR_POINTS:g} pt)"
     for _, row in table.iterrows():
         verdict = str(row.get(col, "–"))
-        if not verdict.startswith(("similar", "not similar")):
+        if not verdict.startswith(("similar", "not similar", "undecided")):
             continue
-        similar = verdict.startswith("similar")
+        outcome = {"similar": "reproduced", "not similar": "not reproduced"}.get(verdict.split(" (")[0], "undecided")
         ctx.add_verdict(f"one-shot MGRIT ({row.variant}) trains to an accuracy similar to serial BP",
                         "Günther et al. 2020 (arXiv 1812.04352), abstract", f"{row.model} on {row.dataset}, "
-                        f"{row.seeds} seed(s), {row.levels} levels", f"{row['test acc %']}% (Δ {row['Δ vs bp (pts)']})",
-                        f"Δ ≥ −{SIMILAR_POINTS:g} pt", "reproduced" if similar else "not reproduced",
-                        "" if similar else "the inexact forward/adjoint of the one-shot solve costs accuracy here")
+                        f"{row.seeds} seed(s), {row.levels} levels", f"{row['test acc %']}% ({verdict.split(' (', 1)[1].split(':')[0].rstrip(')')})",
+                        f"95% CI of Δ (paired by seed) above −{SIMILAR_POINTS:g} pt; undecided when it straddles −{SIMILAR_POINTS:g}",
+                        outcome, {"reproduced": "",
+                                  "undecided": f"{verdict}; more seeds would narrow it",
+                                  }.get(outcome, "the inexact forward/adjoint of the one-shot solve costs accuracy here"))
     for _, row in tb_table.iterrows():
         gap = row.get("ours − published (pts)", "–")
         if gap in ("–", None) or not str(row.variant).startswith("mgrit"):
             continue
-        close = abs(float(gap)) <= 2.0
+        mean, half = _mean_and_half(row["test acc %"])
+        outcome = tolerance_verdict(TORCHBRAID_PUBLISHED, mean, half, TORCHBRAID_TOLERANCE)
         ctx.add_verdict("TorchBraid's MNIST example reaches 89–90% test accuracy in 3 epochs",
                         "Multilevel-NN/torchbraid examples/mnist/mnist_notebook_simple.ipynb @ 2be4618",
                         f"{row.model}, TorchBraid's setting ({row.seeds} seed(s)); test images from MNIST's test set",
-                        f"{row['test acc %']}% ({gap} pts)", "within 2 pts of 90%",
-                        "reproduced" if close else "not reproduced",
-                        "" if close else ("one published run on 500 images (±1 image = 0.2 pts); ours differs in the "
-                                          "held-out images, the subset, per-epoch reshuffling and seeds, and BP at the "
-                                          "same setting is equally far (see the table)"))
+                        f"{row['test acc %']}% ({gap} pts)",
+                        f"within {TORCHBRAID_TOLERANCE:g} pts of 90% with a 95% CI no wider than that",
+                        outcome, {"reproduced": "",
+                                  "undecided": f"the 95% CI over {row.seeds} seeds (±{half:.2f}) is wider than the "
+                                               f"±{TORCHBRAID_TOLERANCE:g} pt tolerance: 2500 training and 500 "
+                                               "held-out images make single runs noisy; more seeds would decide"}.get(
+                            outcome, "one published run on 500 images (±1 image = 0.2 pts); ours differs in the "
+                                     "held-out images, the subset, per-epoch reshuffling and seeds, and BP at the "
+                                     "same setting is equally far (see the table)"))
+
+
+def _mean_and_half(text: str) -> tuple[float, float]:
+    """(mean, CI half-width) from a table's 'mean ± half' text; half is nan for one seed."""
+    parts = str(text).split(" ")
+    mean = float(parts[0])
+    return mean, (float(parts[2]) if len(parts) > 2 and parts[1] == "±" else math.nan)
 
 
 def settings_table(profile: str) -> str:

@@ -66,3 +66,57 @@ def spearman_ci(x, y, confidence: float = 0.95) -> tuple[float, float, float, in
     half = stats.norm.ppf(0.5 + confidence / 2) * 1.03 / math.sqrt(n - 3)
     z = math.atanh(rho)
     return rho, math.tanh(z - half), math.tanh(z + half), n
+
+
+def paired_diff_ci(a: pd.Series, b: pd.Series, confidence: float = 0.95) -> tuple[float, float, str]:
+    """mean(a) − mean(b) with its CI, `a` and `b` indexed by seed. Where both sides have the same
+    ≥ 2 seeds the runs are paired (a cell's methods share the seed's initial weights and batches),
+    so the CI is that of the per-seed differences: the seed's own luck cancels. Otherwise Welch.
+    Returns (difference, half-width, "paired" | "Welch")."""
+    a, b = a.dropna(), b.dropna()
+    if len(a) >= 2 and a.index.is_unique and b.index.is_unique and set(a.index) == set(b.index):
+        diff, half, _ = mean_ci((a - b.reindex(a.index)).to_numpy(), confidence)
+        return diff, half, "paired"
+    return (*diff_ci(a.to_numpy(), b.to_numpy(), confidence), "Welch")
+
+
+def diff_ci(a, b, confidence: float = 0.95) -> tuple[float, float]:
+    """mean(a) − mean(b) and the half-width of its Welch t confidence interval (nan with fewer
+    than two values on a side; 0 when both sides are constant)."""
+    a = np.asarray([v for v in a if not math.isnan(v)], float)
+    b = np.asarray([v for v in b if not math.isnan(v)], float)
+    if len(a) == 0 or len(b) == 0:
+        return math.nan, math.nan
+    diff = float(a.mean() - b.mean())
+    if len(a) < 2 or len(b) < 2:
+        return diff, math.nan
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    if va + vb == 0:
+        return diff, 0.0
+    dof = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    return diff, float(stats.t.ppf(0.5 + confidence / 2, dof) * math.sqrt(va + vb))
+
+
+# Verdicts decided by a CI, not by a point estimate: three seeds give wide CIs, and a rule that
+# reads only the mean (or counts "the published value inside the CI" as a match) calls a claim
+# reproduced that the runs cannot tell from its opposite. An interval too wide to decide says so.
+
+def tolerance_verdict(published: float, mean: float, half: float, tolerance: float) -> str:
+    """Matching a published value: reproduced when the CI is no wider than the tolerance and the
+    mean is within it; not reproduced when the whole CI lies outside the tolerance band, or the CI
+    is narrow and the mean outside; otherwise undecided (one value has no CI: undecided)."""
+    gap = abs(mean - published)
+    if math.isnan(half) or half > tolerance:
+        return "not reproduced" if not math.isnan(half) and gap - half > tolerance else "undecided"
+    return "reproduced" if gap <= tolerance else "not reproduced"
+
+
+def margin_verdict(diff: float, half: float, margin: float) -> str:
+    """Non-inferiority ("similar to", "comparable to" a baseline) at a margin in the same units:
+    reproduced when the CI of the difference lies above −margin, not reproduced when it lies
+    below, undecided when it straddles −margin (or there is no CI)."""
+    if math.isnan(half):
+        return "undecided"
+    if diff - half >= -margin:
+        return "reproduced"
+    return "not reproduced" if diff + half < -margin else "undecided"

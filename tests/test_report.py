@@ -61,12 +61,13 @@ def test_summarise_groups_and_formats():
     assert table.set_index("method").loc["b", "text"] == "90.00"
 
 
-def _log_fake_run(tracker, cell: Cell, accs: list[float], status: str = "finished", train_loss: float = 0.5):
+def _log_fake_run(tracker, cell: Cell, accs: list[float], status: str = "finished", train_loss: float = 0.5,
+                  lr: str | None = None):
     cfg = resolve(cell)
     handle = tracker.claim(cfg.cell_hash, {"method": cell.method, "model": cell.model, "dataset": cell.dataset,
                                            "seed": str(cell.seed), "profile": cell.profile, "overrides": "{}",
                                            "git_commit": "abc", "hardware.cpu_count": "2"}, cell.label)
-    handle.log_params({"train.epochs": str(len(accs)), "train.threads": "1"})
+    handle.log_params({"train.epochs": str(len(accs)), "train.threads": "1"} | ({"hp.lr": lr} if lr else {}))
     per_epoch = 2.0 if cell.method == "bp" else 1.0
     for epoch, acc in enumerate(accs):
         handle.log_metrics({"test_acc": acc, "epoch_time": per_epoch, "train_time": per_epoch * (epoch + 1),
@@ -144,3 +145,33 @@ def test_best_profile_is_the_highest_complete_grid(tracker, mnist_root):
     assert complete_profile(tracker, exp, 1) == "quick"  # paper half done
     run_cell(exp.cells("paper", 1)[1], tracker)
     assert complete_profile(tracker, exp, 1) == "paper"
+
+
+def test_summary_shows_what_tuning_changed(tracker, tmp_path, monkeypatch):
+    """With runs at the experiment's settings and at a tuned learning rate in the store, the summary
+    writes a table of both accuracies and the per-seed (paired) difference."""
+    from suite.experiments import summary
+    from suite.tuning.settings import save, selected
+    monkeypatch.setitem(summary.GRIDS, "smoke", (["mlp"], ["mnist"]))
+    exp = EXPERIMENTS["summary"]
+    path = tmp_path / "tuned.json"
+    with selected("defaults"):
+        default_cells = exp.cells("smoke", seeds=2)
+    bp = next(c for c in default_cells if c.method == "bp")
+    save(path, [{"experiment": "summary", "profile": "smoke", "method": "bp", "model": "mlp", "dataset": "mnist",
+                 "overrides": dict(bp.overrides), "settings": {"lr": "0.05"}, "trials": 2, "sampler": "grid",
+                 "sampler_seed": 0, "val_fraction": 0.1, "objective": "final-epoch validation accuracy"}])
+
+    for cell in default_cells:  # defaults: 0.80 and 0.90 by seed
+        _log_fake_run(tracker, cell, [0.5, 0.80 + 0.10 * cell.seed], lr=str(getattr(resolve(cell).hparams, "lr", "")) or None)
+    with selected("tuned", path):
+        for cell in exp.cells("smoke", seeds=2):
+            if cell.method == "bp":  # tuned: each seed 1 point better
+                _log_fake_run(tracker, cell, [0.5, 0.81 + 0.10 * cell.seed], lr="0.05")
+        build_report([exp], "smoke", tracker, seeds=2, results_dir=tmp_path / "r", figures_dir=tmp_path / "f")
+    effect = pd.read_csv(tmp_path / "r" / "summary-tuning-effect.csv").set_index("method")
+    assert list(effect.index) == ["bp"]  # the only cell whose lr changed
+    row = effect.loc["bp"]
+    assert row["lr (default → tuned)"] == "0.1 → 0.05"
+    assert row["test acc % at default"].startswith("85.00 ± ") and row["test acc % tuned"].startswith("86.00 ± ")
+    assert row["Δ (pts)"] == "+1.00 ± 0.00"  # paired by seed: both seeds gain exactly 1 point

@@ -47,6 +47,10 @@ def selected(mode: str, path: Path | None = None):
         _selection.update(before)
 
 
+def current_mode() -> str:
+    return _selection["mode"]
+
+
 def current_path() -> Path:
     return Path(_selection["path"] or TUNED_SETTINGS)
 

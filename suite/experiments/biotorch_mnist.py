@@ -226,7 +226,10 @@ def report(ctx) -> None:
              f"protocol picks, per run, the epoch with the best test accuracy (as BioTorch does: optimistic); the "
              f"clean protocol picks the epoch with the best accuracy on the validation split ({VAL_FRACTION:.0%} of "
              f"the training set, never trained on) and reports its test error. Diverged runs show as "
-             f"'diverged (step N)' and are not averaged."]
+             f"'diverged (step N)' and are not averaged. s/epoch: training seconds per epoch of these runs, "
+             f"which ran at different times beside other jobs on a 2-core machine, so the column is not a speed "
+             f"comparison; the six methods' step times side by side in one run are `nox -s bench` "
+             f"(benchmarks/biotorch.py, also against BioTorch's own implementations)."]
     if ctx.profile != "paper":
         notes.append(f"Profile `{ctx.profile}` is a scaled-down run of the same setting (see the settings table): "
                      "the published column is the target of the `paper` profile only.")

@@ -101,6 +101,8 @@ def test_summary_report_from_logged_runs(tracker, tmp_path, monkeypatch):
     assert dfa["test acc %"] == "diverged (step 7)"  # never an accuracy
     usf = table[table.method == "usf"].iloc[0]
     assert usf["test acc %"].endswith("(1/2 at chance: seed 1)") and "at chance" not in bp["test acc %"]
+    notes = (tmp_path / "r" / "summary.md").read_text()  # the collapsed seed's loss path, in the table's notes
+    assert "usf on mlp, seed 1: epoch-mean training loss 2.30 → 2.30 (ln 10 = 2.30); it never left" in notes
     assert (tmp_path / "f" / "summary-test-acc.png").stat().st_size > 1000
     index = (tmp_path / "f" / "README.md").read_text()
     assert "summary-test-acc.png" in index and "measured" in index

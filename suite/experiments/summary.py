@@ -9,7 +9,7 @@ import pandas as pd
 import seaborn as sns
 
 from suite.experiments.base import Experiment, cross
-from suite.report.compare import TARGET_NOTE, at_chance_text, compare_to_bp, diverged_text
+from suite.report.compare import TARGET_NOTE, at_chance_causes, at_chance_text, compare_to_bp, diverged_text
 from suite.report.stats import fmt_ci, mean_ci, paired_diff_ci
 from suite.tuning.settings import apply_tuned, current_mode, selected, tuning_note
 
@@ -73,7 +73,7 @@ def declare_settings(ctx) -> None:
 def report(ctx) -> None:
     declare_settings(ctx)
     runs = ctx.runs
-    history = ctx.history(["test_acc", "train_time"])
+    history = ctx.history(["test_acc", "train_time", "train_loss"])
     table = compare_to_bp(runs, history, ["dataset", "model"])
     not_finished = runs[runs.status != "finished"] if len(runs) else runs
     settings = {m: o | RUN_OVERRIDES.get(ctx.profile, {}).get(m, {}) for m, o in MODEL_OVERRIDES.items()}
@@ -87,6 +87,9 @@ def report(ctx) -> None:
               "rate: the method needs a smaller one there, which the tuned settings (where present) provide.")
     tuned = tuning_note("summary", ctx.profile)
     notes += f"\n\n{tuned}" if tuned else ""
+    causes = at_chance_causes(runs, history) if len(runs) else []
+    if causes:
+        notes += "\n\nSeeds at chance, and what their loss did:\n\n" + "\n".join(f"* {c}" for c in causes)
     if len(not_finished):
         notes += "\n\nNot finished (skipped cells say why):\n\n" + not_finished[
             ["dataset", "model", "method", "status", "status_reason"]].drop_duplicates().to_markdown(index=False)

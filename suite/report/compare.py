@@ -86,6 +86,25 @@ def at_chance_text(sub: pd.DataFrame, total: int) -> str:
     return f" ({len(flat)}/{total} at chance: seed {seeds})"
 
 
+def at_chance_causes(runs: pd.DataFrame, history: pd.DataFrame) -> list[str]:
+    """One line per run that finished at chance, with what its epoch-mean training loss did: a
+    first epoch above ln C (a blow-up the divergence bound did not catch) or a loss that never
+    left ln C (no learning signal at this rate). `history` needs the runs' train_loss."""
+    from suite.data.sources import DATASETS
+    done = runs[runs.status == "finished"]
+    lines = []
+    for _, run in done[at_chance(done)].iterrows():
+        loss = history[(history.run_id == run.run_id) & (history.key == "train_loss")].sort_values("step")["value"]
+        chance = math.log(DATASETS[run.dataset].num_classes)
+        path = " → ".join(f"{v:.2f}" for v in loss)
+        cause = ("rose above the uniform guess's loss in the first epoch and settled at it: a blow-up below the "
+                 "divergence bound" if len(loss) and loss.iloc[0] > chance
+                 else "never left the uniform guess's loss: no learning signal at this rate")
+        lines.append(f"{run.method} on {run.model}, seed {run.seed}: epoch-mean training loss {path} "
+                     f"(ln {DATASETS[run.dataset].num_classes} = {chance:.2f}); it {cause}.")
+    return lines
+
+
 def thread_counts(runs: pd.DataFrame) -> set[str]:
     return set(runs["p.train.threads"].dropna().astype(str)) if "p.train.threads" in runs else set()
 

@@ -172,3 +172,28 @@ def test_jobs_1_and_jobs_2_give_identical_results_on_the_smoke_summary(tmp_path,
                        for r in results})
     assert finals[0] == finals[1]
     assert sum(status == "finished" for status, _, _ in finals[0].values()) >= len(cells) // 2
+
+
+class OneOffFirstStep(Method):
+    """A first step with one-off work (a 64×64 matmul, like penalty/AL's auxiliary-variable
+    initialisation) and steady steps of an 8×8 matmul."""
+    name = "one-off-first-step"
+    summary = "test only"
+
+    def setup(self, model, ctx):
+        super().setup(model, ctx)
+        self.initialised = False
+
+    def train_step(self, batch):
+        n = 8 if self.initialised else 64
+        self.initialised = True
+        torch.ones(n, n) @ torch.ones(n, n)
+        return {"loss": torch.tensor(1.0), "correct": torch.tensor(0)}
+
+
+def test_the_step_probe_counts_a_steady_step_not_one_off_work():
+    from suite.measure import probe_step
+    method = OneOffFirstStep(OneOffFirstStep.HParams())
+    method.initialised = False
+    assert probe_step(method, batch=None)["flops_per_step"] == 2 * 8 ** 3  # not 2 · 64³
+    assert method.initialised is False  # measured on a copy: the run itself is untouched

@@ -217,18 +217,20 @@ def add_verdicts(ctx, verdicts: pd.DataFrame) -> None:
     rule_col = f"verdict (comparable = Δ ≥ −{COMPARABLE_POINTS:g} pt)"
     for _, row in verdicts.iterrows():
         outcome = {"comparable": "reproduced", "not comparable": "not reproduced"}.get(row[rule_col], "undecided")
+        why = {"reproduced": "",
+               "undecided": f"the CI of Δ straddles −{COMPARABLE_POINTS:g} pt; more seeds would decide"}.get(outcome, (
+            f"the parallel phase does not train a network the serial forward can use: the boundary violation "
+            f"stays at {row['violation (b1, parallel epochs)']} (λ drifts from the activations: the default β "
+            "is weak per squared norm at ResNet-20's boundary, and a strong β makes stage 1 unstable at lr 0.1); "
+            "β and the stage learning rate are not tuned (docs/layer-parallel.md)"))
         ctx.add_verdict(
             f"{row.method}, K = {row.K}: test accuracy comparable to serial BP on ResNets",
             "Sun et al. 2020/21 (arXiv 2009.01462), abstract",
-            f"{row.model} on {row.dataset}, {row.seeds} seeds, the quick budget, default β and lr "
-            "(paper: ResNet/WRN on CIFAR, settings not available)",
+            f"{row.model} on {row.dataset}, {row.seeds} seeds, profile {ctx.profile} (see the settings table), "
+            "default β and lr (paper: ResNet/WRN on CIFAR, settings not available)",
             f"{row['acc %']}% vs BP {row['bp acc %']}% (Δ {row['Δ vs bp (pts)']} pts)",
-            f"95% CI of Δ (paired by seed) above −{COMPARABLE_POINTS:g} pt; below it: not reproduced; straddling: undecided",
-            outcome, "" if outcome == "reproduced" else f"the CI of Δ straddles −{COMPARABLE_POINTS:g} pt" if outcome == "undecided" else (
-                f"the parallel phase does not train a network the serial forward can use: the boundary violation "
-                f"stays at {row['violation (b1, parallel epochs)']} (λ drifts from the activations: the default β "
-                "is weak per squared norm at ResNet-20's boundary, and a strong β makes stage 1 unstable at lr 0.1); "
-                "β and the stage learning rate are not tuned (docs/layer-parallel.md)"))
+            f"95% CI of Δ (paired by seed) above −{COMPARABLE_POINTS:g} pt; below it: not reproduced; "
+            "straddling: undecided", outcome, why)
 
 
 def settings_table(profile: str) -> str:

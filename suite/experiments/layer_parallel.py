@@ -206,7 +206,7 @@ def verdict_table(runs: pd.DataFrame) -> pd.DataFrame:
                              "seeds": f"{n} (bp {len(base)})", "bp acc %": f"{base.mean():.2f}",
                              "acc %": f"{acc.mean():.2f}", "Δ vs bp (pts)": f"{diff:+.2f}{ci}",
                              "violation (b1, parallel epochs)": "–" if math.isnan(violation) else f"{violation:.3f}",
-                             f"verdict (comparable = Δ ≥ −{COMPARABLE_POINTS:g} pt)":
+                             f"verdict (comparable: paired 95% CI of Δ above −{COMPARABLE_POINTS:g} pt)":
                                  {"reproduced": "comparable", "not reproduced": "not comparable"}.get(
                                      margin_verdict(diff, half, COMPARABLE_POINTS), "undecided")})
     return pd.DataFrame(rows)
@@ -214,13 +214,14 @@ def verdict_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def add_verdicts(ctx, verdicts: pd.DataFrame) -> None:
     """results/verdicts.md rows: the abstract's "comparable accuracy" claim per method and K."""
-    rule_col = f"verdict (comparable = Δ ≥ −{COMPARABLE_POINTS:g} pt)"
+    rule_col = f"verdict (comparable: paired 95% CI of Δ above −{COMPARABLE_POINTS:g} pt)"
     for _, row in verdicts.iterrows():
         outcome = {"comparable": "reproduced", "not comparable": "not reproduced"}.get(row[rule_col], "undecided")
         why = {"reproduced": "",
                "undecided": f"the CI of Δ straddles −{COMPARABLE_POINTS:g} pt; more seeds would decide"}.get(outcome, (
-            f"the parallel phase does not train a network the serial forward can use: the boundary violation "
-            f"stays at {row['violation (b1, parallel epochs)']} (λ drifts from the activations: the default β "
+            f"the parallel phase leaves the boundary violation at {row['violation (b1, parallel epochs)']} (the "
+            "stage's output and the λ the next stage trained on differ by that fraction, so the serial forward "
+            "feeds the later stages inputs they were not trained on; λ drifts from the activations: the default β "
             "is weak per squared norm at ResNet-20's boundary, and a strong β makes stage 1 unstable at lr 0.1); "
             "β and the stage learning rate are not tuned (docs/layer-parallel.md)"))
         ctx.add_verdict(

@@ -61,8 +61,11 @@ def reproduce_seconds(jobs: int, stride: int = STRIDE) -> tuple[float, dict[str,
         if done.returncode:
             raise RuntimeError(f"reproduce --jobs {jobs} failed:\n{done.stderr[-3000:]}")
         runs = Tracker(f"sqlite:///{Path(tmp) / 'mlruns.db'}").runs_frame()
-        finals = {row.cell_hash: (row.status, row.get("m.test_acc"), row.get("m.train_loss"))
-                  for row in runs.itertuples(index=False)} if len(runs) else {}
+        def value(row, key):  # NaN (a skipped cell's missing metric) as None, so equal finals compare equal
+            v = row.get(key)
+            return None if v is None or v != v else v
+        finals = {row["cell_hash"]: (row["status"], value(row, "m.test_acc"), value(row, "m.train_loss"))
+                  for row in runs.to_dict("records")} if len(runs) else {}
         return seconds, finals
 
 

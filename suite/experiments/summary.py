@@ -9,8 +9,8 @@ import pandas as pd
 import seaborn as sns
 
 from suite.experiments.base import Experiment, cross
-from suite.report.compare import TARGET_NOTE, at_chance_causes, at_chance_text, compare_to_bp, diverged_text
-from suite.report.stats import fmt_ci, mean_ci, paired_diff_ci
+from suite.report.compare import TARGET_NOTE, accuracy_by_seed, accuracy_text, at_chance_causes, compare_to_bp
+from suite.report.stats import paired_diff_ci
 from suite.tuning.settings import apply_tuned, current_mode, selected, tuning_note
 
 GRIDS = {
@@ -47,7 +47,6 @@ def declare_settings(ctx) -> None:
     """The summary reproduces no paper, so 'published' is '–' throughout; the rows say what every
     cell shares and where each value comes from."""
     from suite.config import resolve
-    from suite.tuning.settings import selected
     models, datasets = GRIDS[ctx.profile]
     with selected("defaults"):
         bp = resolve(next(c for c in grid(ctx.profile, 1) if c.method == "bp")).hparams
@@ -138,11 +137,11 @@ def tuning_effect(ctx) -> pd.DataFrame:
         lr_after, lr_before = _lr(after), _lr(before)
         if before.empty or lr_after == lr_before or math.isnan(lr_after):
             continue
-        acc_before, acc_after = _accuracy(before), _accuracy(after)
+        acc_before, acc_after = accuracy_by_seed(before), accuracy_by_seed(after)
         diff, half, kind = (paired_diff_ci(acc_after, acc_before) if len(acc_before) and len(acc_after)
                             else (math.nan, math.nan, ""))
         rows.append({"model": model, "method": method, "lr (default → tuned)": f"{lr_before:.3g} → {lr_after:.3g}",
-                     "test acc % at default": _accuracy_text(before), "test acc % tuned": _accuracy_text(after),
+                     "test acc % at default": accuracy_text(before), "test acc % tuned": accuracy_text(after),
                      "Δ (pts)": "–" if math.isnan(diff) or kind != "paired"
                      else f"{diff:+.2f}" + ("" if math.isnan(half) else f" ± {half:.2f}")})
     return pd.DataFrame(rows).sort_values(["model", "method"], kind="stable") if rows else pd.DataFrame()
@@ -153,21 +152,6 @@ def _lr(runs: pd.DataFrame) -> float:
         return math.nan
     values = pd.to_numeric(runs["p.hp.lr"], errors="coerce").dropna().unique()
     return float(values[0]) if len(values) == 1 else math.nan
-
-
-def _accuracy(runs: pd.DataFrame) -> pd.Series:
-    """Test accuracy (%) of the finished runs, by seed."""
-    done = runs[runs.status == "finished"]
-    return 100 * pd.to_numeric(done.set_index("seed")["m.test_acc"], errors="coerce")
-
-
-def _accuracy_text(runs: pd.DataFrame) -> str:
-    done, blown = runs[runs.status == "finished"], runs[runs.status == "diverged"]
-    if done.empty:
-        return diverged_text(blown) if len(blown) else "–"
-    mean, half, _ = mean_ci(_accuracy(runs))
-    return (fmt_ci(mean, half) + (f" ({len(blown)}/{len(runs)} diverged)" if len(blown) else "")
-            + at_chance_text(done, len(runs)))
 
 
 EXPERIMENT = Experiment(

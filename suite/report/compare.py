@@ -105,6 +105,23 @@ def at_chance_causes(runs: pd.DataFrame, history: pd.DataFrame) -> list[str]:
     return lines
 
 
+def accuracy_by_seed(runs: pd.DataFrame) -> pd.Series:
+    """Test accuracy (%) of the finished runs, indexed by seed (what `paired_diff_ci` pairs on)."""
+    done = runs[runs.status == "finished"]
+    return 100 * pd.to_numeric(done.set_index("seed")["m.test_acc"], errors="coerce")
+
+
+def accuracy_text(every: pd.DataFrame) -> str:
+    """'mean ± CI' over the finished seeds, with the diverged and at-chance seeds named; an
+    all-diverged cell reads 'diverged (step N)', never an accuracy."""
+    done, blown = every[every.status == "finished"], every[every.status == "diverged"]
+    if done.empty:
+        return diverged_text(blown) if len(blown) else "–"
+    mean, half, _ = mean_ci(pd.to_numeric(done["m.test_acc"], errors="coerce"))
+    return (fmt_ci(mean, half, 100) + (f" ({len(blown)}/{len(every)} diverged)" if len(blown) else "")
+            + at_chance_text(done, len(every)))
+
+
 def thread_counts(runs: pd.DataFrame) -> set[str]:
     return set(runs["p.train.threads"].dropna().astype(str)) if "p.train.threads" in runs else set()
 
@@ -147,9 +164,7 @@ def compare_to_bp(runs: pd.DataFrame, history: pd.DataFrame | None, by: list[str
                 continue
             mean, half, n = mean_ci(sub["acc"])
             t_mean, t_half, _ = mean_ci(sub["epoch_s"])
-            acc_text = (fmt_ci(mean, half, 100) + (f" ({len(blown)}/{len(every)} diverged)" if len(blown) else "")
-                        + at_chance_text(sub, len(every)))
-            row |= {"test acc %": acc_text, "s/epoch": fmt_ci(t_mean, t_half, 1, 2),
+            row |= {"test acc %": accuracy_text(every), "s/epoch": fmt_ci(t_mean, t_half, 1, 2),
                     "phases (s/epoch)": phase_text(sub)}
             if method != baseline and len(base_acc):
                 diff = 100 * (mean - base_acc.mean())

@@ -47,7 +47,7 @@ def main(model_name: str = "resnet20", stages: int = 2, steps: int = 10, batch: 
                     method.train_step(b)
             return fn
 
-        t = time_interleaved({k: epoch(m) for k, m in methods.items()}, repeats=3, warmup=1)
+        t = time_interleaved({k: epoch(m) for k, m in methods.items()}, repeats=7, warmup=1)
         images = steps * batch
         for name, seconds in t.items():
             print(f"  {name:>12s}: {images / seconds:7.1f} images/s ({seconds:.2f} s for {steps} steps)")

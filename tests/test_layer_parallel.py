@@ -302,3 +302,25 @@ def test_a_worker_that_dies_while_starting_fails_set_up_at_once():
     with pytest.raises(RuntimeError, match="stage worker 1 exited with code 3 while starting"):
         start_workers(_exit_at_start, [()], "stage worker")
     assert time.monotonic() - start < 60
+
+
+def test_stage_buffers_carry_a_step_both_ways_and_refuse_an_oversized_batch():
+    """The shared-memory buffers the distributed stages exchange tensors through: what the
+    coordinator writes is what the worker reads, and back; a batch larger than the buffers is an
+    error, not a silent truncation."""
+    from suite.methods.layer_parallel.stage_runners import StageBuffers
+    from suite.methods.layer_parallel.stage_solver import StageResult, StageTask
+
+    bufs = StageBuffers(8, (2, 3), (4,), first=False, last=False, has_mu=True)
+    task = StageTask(torch.randn(5, 2, 3), torch.randn(5, 4), torch.randn(5, 4), None, beta=0.5)
+    bufs.put_task(task)
+    seen = bufs.task(5, 0.5)
+    for a, b in ((seen.inp, task.inp), (seen.target, task.target), (seen.mu, task.mu)):
+        assert torch.equal(a, b)
+    assert seen.y is None and bufs.inp.is_shared()
+    out, grad = torch.randn(5, 4), torch.randn(5, 2, 3)
+    bufs.put_result(StageResult(out, grad, torch.zeros(3, dtype=torch.float64)))
+    back = bufs.result(5, torch.zeros(3, dtype=torch.float64))
+    assert torch.equal(back.out, out) and torch.equal(back.grad_in, grad)
+    with pytest.raises(ValueError, match="does not fit"):
+        bufs.put_task(StageTask(torch.randn(9, 2, 3), torch.randn(9, 4), torch.randn(9, 4), None, beta=0.5))

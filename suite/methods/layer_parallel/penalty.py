@@ -139,7 +139,8 @@ class Penalty(Method):
         if self.hp.distributed and self.parallel_epochs:
             in_shapes = [tuple(ctx.data.input_shape)] + stored
             shapes = [(in_shapes[k], stored[k] if k < len(stored) else ()) for k in range(len(self.stages))]
-            self.runner = ProcessStages(args, shapes, self.multipliers, self.hp.worker_threads)
+            self.runner = ProcessStages(args, shapes, self.multipliers, self.hp.worker_threads,
+                                        ctx.data.batch_size)
             # while the workers compute, the coordinator only indexes and updates λ: it keeps the
             # cores the workers leave free (at least one), so no thread pool spins against them
             self.coordinator_threads = max(1, (os.cpu_count() or 1) - len(self.stages) * self.hp.worker_threads)

@@ -7,8 +7,12 @@ import time
 from collections.abc import Callable
 
 
-def time_interleaved(fns: dict[str, Callable[[], None]], repeats: int = 5, warmup: int = 1) -> dict[str, float]:
-    """Median seconds of each function, the candidates interleaved so machine drift hits all alike."""
+def time_interleaved(fns: dict[str, Callable[[], None]], repeats: int = 5, warmup: int = 1,
+                     block: int = 1) -> dict[str, float]:
+    """Median seconds of one call of each function, the candidates interleaved so machine drift
+    hits all alike. With `block` > 1 each sample times that many consecutive calls (and is divided
+    by it): a training loop's steps run back to back on one model, which single calls interleaved
+    with other candidates' calls do not reproduce."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
@@ -16,8 +20,9 @@ def time_interleaved(fns: dict[str, Callable[[], None]], repeats: int = 5, warmu
     for _ in range(repeats):
         for name, fn in fns.items():
             t0 = time.perf_counter()
-            fn()
-            samples[name].append(time.perf_counter() - t0)
+            for _ in range(block):
+                fn()
+            samples[name].append((time.perf_counter() - t0) / block)
     return {k: statistics.median(v) for k, v in samples.items()}
 
 

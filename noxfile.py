@@ -109,4 +109,4 @@ def bench(session: nox.Session) -> None:
 @nox.session(venv_backend="none")
 def lint(session: nox.Session) -> None:
     suite_env(session)
-    run(session, "ruff", "check", "suite", "tests", "benchmarks", "noxfile.py")
+    run(session, "ruff", "check", "suite", "tests", "benchmarks", "diagnostics", "noxfile.py")

@@ -97,10 +97,11 @@ class Peer:
             method.direct.load_kernels(backward)
             method.bank = method.direct.bank
 
-    def step(self, x: torch.Tensor, y: torch.Tensor) -> None:
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> float:
         """The body of BioTorch's training loop for one batch (`biotorch/training/functions.py`,
         `train`): forward, loss, its top-1/top-5 accuracy and loss.item() for its meters,
-        zero_grad, backward, optimiser step; its meters and printing are left out."""
+        zero_grad, backward, optimiser step; its meters and printing are left out. Returns the
+        batch's loss."""
         from biotorch.training.metrics import accuracy
         self.model.train()
         x = self.resize(x).contiguous()
@@ -108,10 +109,11 @@ class Peer:
         out = torch.squeeze(out)
         loss = F.cross_entropy(out, y)
         accuracy(out, y, topk=(1, 5))
-        loss.item()
+        value = loss.item()
         self.model.zero_grad()
         loss.backward()
         self.opt.step()
+        return value
 
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:

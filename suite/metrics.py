@@ -89,7 +89,7 @@ def _placeholders(template: str) -> list[str]:
     return re.split(r"\{(\w+)\}", template)[1::2]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compile(template: str) -> re.Pattern:
     parts = re.split(r"\{(\w+)\}", template)
     regex = "".join(re.escape(p) if i % 2 == 0 else f"(?P<{p}>{_segment(p)})" for i, p in enumerate(parts))

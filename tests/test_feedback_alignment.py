@@ -374,3 +374,27 @@ def test_biotorch_mnist_report_selects_epochs_by_both_protocols_and_names_diverg
     assert reproduced(0.91, 1.5, 0.7, 0.25) == "undecided"
     assert reproduced(0.97, 30.2, 126.0, 0.25) == "undecided"  # one collapsed seed of three
     assert reproduced(0.91, 5.0, 0.5, 0.25) == "not reproduced"  # the CI's near end is 3.59 pts away
+
+
+def test_biotorch_mnist_report_names_a_collapsed_seed_and_reads_the_peer_diagnosis(tmp_path):
+    """A seed that finished at the uniform guess is named in the error cell (it is averaged in: the
+    experiment stops only on a non-finite loss), and the committed first-epoch side-by-side output
+    decides whose the collapse is: the setting's when BioTorch's own package collapses too."""
+    import pandas as pd
+
+    from suite.experiments.biotorch_mnist import FIRST_EPOCH_FILE, first_epoch_check, summary_table
+    runs = pd.DataFrame({"run_id": ["a", "b"], "dataset": "mnist", "method": "frsf", "seed": [0, 1],
+                         "status": "finished", "m.train_loss": [0.03, 2.30], "m.test_acc": [0.99, 0.11]})
+    sel = pd.DataFrame({"run_id": ["a", "b"], "err_biotorch": [1.0, 88.0], "epoch_biotorch": [9, 0],
+                        "err_clean": [1.1, 88.6], "epoch_clean": [9, 0]})
+    row = summary_table(runs, sel, "paper").iloc[0]
+    assert row["err % clean protocol (best val epoch)"].endswith("(1/2 at chance: seed 1)")
+    assert row["clean err % per seed"] == "1.10, 88.60"
+    (tmp_path / FIRST_EPOCH_FILE).write_text(
+        "  frsf: blow-ups in the first epoch, suite 2/6, BioTorch 3/6\n"
+        "  usf: blow-ups in the first epoch, suite 0/6, BioTorch 0/6\n"
+        "  brsf: blow-ups in the first epoch, suite 1/6, BioTorch 0/6\n")
+    checks = first_epoch_check(tmp_path)
+    assert "belongs to the setting" in checks["frsf"] and "neither" in checks["usf"]
+    assert "a defect to find" in checks["brsf"]  # only the suite collapsing would be the suite's fault
+    assert first_epoch_check(tmp_path / "absent") == {}

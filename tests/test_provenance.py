@@ -62,3 +62,26 @@ def test_every_run_is_tagged_with_cpu_model_and_capability(tracker, mnist_root):
     assert tags["hardware.cpu_model"] == here["cpu_model"]
     assert tags["hardware.cpu_capability"] == torch.backends.cpu.get_cpu_capability()
     assert tags["hardware.platform"] == here["platform"]
+
+
+def test_reporting_one_experiment_keeps_the_others_in_the_shared_files(tmp_path):
+    """`bpsuite report <experiment>` rewrites verdicts.md, the figure index and PROVENANCE.md: the
+    experiments it did not report keep their rows (results/index.json), the reported one's are
+    replaced, not duplicated."""
+    def ctx(name, claim, verdict, commit):
+        runs = pd.DataFrame({"git_commit": [commit], "hardware.cpu_model": ["CPU A"]})
+        row = {"experiment": name, "claim": claim, "verdict": verdict}
+        figure = {"file": f"{name}.png", "title": name, "kind": "measured", "reproduces": "-", "profile": "quick"}
+        return SimpleNamespace(name=name, runs=runs, figures=[figure], verdicts=[row])
+
+    results, figs = tmp_path / "results", tmp_path / "figs"
+    write_index([ctx("summary", "claim S", "undecided", "c1")], results, figs)
+    write_index([ctx("mgrit", "claim M", "reproduced", "c2")], results, figs)
+    write_index([ctx("summary", "claim S", "not reproduced", "c3")], results, figs)
+    verdicts = (results / "verdicts.md").read_text()
+    assert "claim M" in verdicts and verdicts.count("claim S") == 1
+    assert "not reproduced" in verdicts and "undecided" not in verdicts.split("Counts:")[1]
+    assert "summary.png" in (figs / "README.md").read_text() and "mgrit.png" in (figs / "README.md").read_text()
+    provenance = (results / "PROVENANCE.md").read_text()
+    assert "Runs: 2;" in provenance and "`c2`" in provenance and "`c3`" in provenance and "`c1`" not in provenance
+    assert "- 2 run(s): cpu_model=CPU A" in provenance

@@ -10,8 +10,15 @@ import pytest
 from suite.config import Cell, resolve
 from suite.experiments import EXPERIMENTS
 from suite.report import build_report, write_index
-from suite.report.stats import (diff_ci, margin_verdict, mean_ci, paired_diff_ci, summarise, tolerance_verdict,
-                                welch_p)
+from suite.report.stats import (
+    diff_ci,
+    margin_verdict,
+    mean_ci,
+    paired_diff_ci,
+    summarise,
+    tolerance_verdict,
+    welch_p,
+)
 
 
 def test_confidence_interval_matches_hand_calculation():

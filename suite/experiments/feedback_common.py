@@ -38,7 +38,7 @@ def accuracy_figure(ctx, hist: pd.DataFrame, facet: str, suffix: str, title: str
     fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.5), squeeze=False)
     for ax, panel in zip(axes[0], panels):
         sns.lineplot(acc[acc[facet] == panel], x="step", y="value", hue="variant", marker="o", ax=ax,
-                     errorbar=("ci", 95))
+                     errorbar=("ci", 95), seed=0)
         ax.set(title=str(panel), xlabel="epoch", ylabel="test accuracy")
         ax.legend(fontsize=7)
     ctx.save_figure(fig, suffix, "measured", title, reproduces=reproduces)

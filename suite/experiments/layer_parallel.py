@@ -312,7 +312,7 @@ def _sph_figure(ctx, runs):
     fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.4), squeeze=False)
     for ax, model in zip(axes[0], models):
         sub = pen[pen.model == model].assign(acc=lambda f: 100 * f["m.test_acc"].astype(float))
-        sns.pointplot(sub, x="serial_share", y="acc", ax=ax, errorbar=("ci", 95), color="C1", label="penalty")
+        sns.pointplot(sub, x="serial_share", y="acc", ax=ax, errorbar=("ci", 95), seed=0, color="C1", label="penalty")
         base = 100 * bp[bp.model == model]["m.test_acc"].astype(float)
         if len(base):
             ax.axhline(base.mean(), color="C0", ls="--", label="serial BP")

@@ -353,7 +353,7 @@ def training_figure(ctx, runs: pd.DataFrame, hist: pd.DataFrame) -> None:
                                                                  "test accuracy (end of epoch)")):
         data = sub[sub.key == key]
         sns.lineplot(data, x="iteration", y="value", hue="variant", style="variant", hue_order=order,
-                     style_order=order, markers=True, dashes=True, errorbar=("ci", 95), ax=ax,
+                     style_order=order, markers=True, dashes=True, errorbar=("ci", 95), seed=0, ax=ax,
                      palette=[PALETTE.get(v, "gray") for v in order])
         ax.set(xlabel="optimisation iteration (end of each epoch)", ylabel=label,
                title=", ".join(sorted(data.model.unique())))

@@ -9,7 +9,13 @@ import pandas as pd
 import seaborn as sns
 
 from suite.experiments.base import Experiment, cross
-from suite.report.compare import TARGET_NOTE, accuracy_by_seed, accuracy_text, at_chance_causes, compare_to_bp
+from suite.report.compare import (
+    TARGET_NOTE,
+    accuracy_by_seed,
+    accuracy_text,
+    at_chance_causes,
+    compare_to_bp,
+)
 from suite.report.stats import paired_diff_ci
 from suite.tuning.settings import apply_tuned, current_mode, selected, tuning_note
 
@@ -105,7 +111,7 @@ def report(ctx) -> None:
     fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
     for ax, model in zip(axes[0], models):
         sub = hist[hist.model == model]
-        sns.lineplot(sub, x="step", y="value", hue="method", ax=ax, errorbar=("ci", 95), marker="o")
+        sns.lineplot(sub, x="step", y="value", hue="method", ax=ax, errorbar=("ci", 95), seed=0, marker="o")
         ax.set(title=model, xlabel="epoch", ylabel="test accuracy")
     ctx.save_figure(fig, "test-acc", "measured", "Test accuracy vs epoch, every method (mean, 95% CI over seeds)",
                     reproduces="suite summary (no paper figure)")

@@ -72,7 +72,9 @@ def at_chance(runs: pd.DataFrame) -> pd.Series:
     run finished; its loss never blew up), but the table names them, so a mean dragged down by a
     collapsed seed is not read as a method that learns slowly."""
     from suite.data.sources import DATASETS
-    classes = runs["dataset"].map(lambda d: DATASETS[d].num_classes if d in DATASETS else math.nan)
+    if runs.empty or "m.train_loss" not in runs or "m.test_acc" not in runs:
+        return pd.Series(False, index=runs.index)  # nothing logged to judge by
+    classes = runs["dataset"].map(lambda d: DATASETS[d].num_classes if d in DATASETS else math.nan).astype(float)
     loss = pd.to_numeric(runs.get("m.train_loss"), errors="coerce")
     acc = pd.to_numeric(runs.get("m.test_acc"), errors="coerce")
     return (loss > 0.9 * np.log(classes)) & (acc < 2 / classes)
@@ -96,7 +98,10 @@ def at_chance_causes(runs: pd.DataFrame, history: pd.DataFrame) -> list[str]:
     for _, run in done[at_chance(done)].iterrows():
         loss = history[(history.run_id == run.run_id) & (history.key == "train_loss")].sort_values("step")["value"]
         chance = math.log(DATASETS[run.dataset].num_classes)
-        path = " → ".join(f"{v:.2f}" for v in loss)
+        shown = [f"{v:.2f}" for v in loss]
+        if len(shown) > 6:  # a long run: its first epochs (where a blow-up shows) and its last
+            shown = shown[:4] + [f"… ({len(shown) - 5} epochs) …", shown[-1]]
+        path = " → ".join(shown)
         cause = ("rose above the uniform guess's loss in the first epoch and settled at it: a blow-up below the "
                  "divergence bound" if len(loss) and loss.iloc[0] > chance
                  else "never left the uniform guess's loss: no learning signal at this rate")

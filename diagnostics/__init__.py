@@ -1,0 +1,1 @@
+"""Diagnoses of committed results: short, seeded runs that say why a number is what it is."""

@@ -4,7 +4,11 @@ The parallel phase of `penalty` on ResNet-20 (3×32×32, batch 128, K = 2 stages
 of the same mathematics: both stages in one process one after the other (`distributed=false`, one
 intra-op thread) vs one worker process per stage (`distributed=true`, one thread each), timed
 side by side, interleaved. Target: 2 processes ≥ 1.6× the images/s of 1 process on 2 cores.
-Also prints the per-stage compute split and the modelled K-device speedup the method logs.
+Also prints the per-stage compute split, the modelled K-device speedup the method logs, and two
+bounds measured or computed in the same run: the machine's own concurrency ceiling (two
+independent one-thread processes doing the same training steps, their throughput over one
+alone: what 2 cores give two compute-bound processes here, memory bandwidth and caches shared)
+and the stage-balance bound (1 / the largest stage's share of the compute).
 
 `python -m benchmarks.layer_parallel [--model resnet20] [--stages 2] [--steps 10]`.
 """
@@ -12,8 +16,10 @@ Also prints the per-stage compute split and the modelled K-device speedup the me
 from __future__ import annotations
 
 import argparse
+import time
 
 import torch
+import torch.multiprocessing as mp
 
 from benchmarks.common import report_ratio, time_interleaved
 from benchmarks.local import bundle
@@ -29,6 +35,44 @@ def setup(data, model_name: str, stages: int, distributed: bool) -> Penalty:
                                     balance="time"))
     method.setup(model, Context.for_data(data, epochs=100))
     return method
+
+
+def _busy(steps: int, start, done) -> None:
+    """A compute-bound one-thread workload: ResNet-20 training steps on batch 64."""
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = build_model("resnet20", (3, 32, 32), 10)
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    step()
+    start.wait()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step()
+    done.put(time.perf_counter() - t0)
+
+
+def concurrency_ceiling(processes: int, steps: int = 20) -> float:
+    """Throughput of `processes` independent copies of the same one-thread work run at once over
+    one copy alone (each measured from a common start, after a warm-up step)."""
+    ctx = mp.get_context("spawn")
+
+    def wall(n: int) -> float:
+        start, done = ctx.Barrier(n), ctx.Queue()
+        procs = [ctx.Process(target=_busy, args=(steps, start, done)) for _ in range(n)]
+        for proc in procs:
+            proc.start()
+        seconds = [done.get() for _ in procs]
+        for proc in procs:
+            proc.join()
+        return max(seconds)
+    alone = wall(1)
+    return processes * alone / wall(processes)
 
 
 def main(model_name: str = "resnet20", stages: int = 2, steps: int = 10, batch: int = 128) -> None:
@@ -59,6 +103,9 @@ def main(model_name: str = "resnet20", stages: int = 2, steps: int = 10, batch: 
         print(f"  modelled speedup on {stages} devices (max over stages + communication at "
               f"{methods['1 process'].hp.link_gb_per_s} GB/s): {modelled:.2f} [modelled]")
         ratio = t["1 process"] / t[f"{stages} processes"]
+        ceiling = concurrency_ceiling(stages)
+        print(f"  bounds: machine concurrency ceiling {ceiling:.2f} ({stages} independent 1-thread processes / "
+              f"1), stage balance {float(split.sum() / split.max()):.2f} (1 / largest stage share)")
         report_ratio(f"penalty parallel phase: {stages} processes / 1 process throughput ({model_name})",
                      ratio, ">= 1.6", ratio >= 1.6)
         for m in methods.values():

@@ -194,8 +194,9 @@ class Penalty(Method):
         self._lend_cores_to_workers()
         idx, beta = batch.index.cpu(), self.beta
         lam, mu = self.aux.lam, self.aux.mu
-        tasks = [StageTask(inp=data.fetch(batch.index) if k == 0 else lam[k - 1][idx],
-                           target=lam[k][idx] if k < len(lam) else None,
+        boundary = [lam_k[idx] for lam_k in lam]  # λ_k of the batch: stage k's target, stage k+1's input
+        tasks = [StageTask(inp=data.fetch(batch.index) if k == 0 else boundary[k - 1],
+                           target=boundary[k] if k < len(lam) else None,
                            mu=mu[k][idx] if mu is not None and k < len(lam) else None,
                            y=batch.y if k == len(lam) else None, beta=beta)
                 for k in range(len(self.stages))]
@@ -211,7 +212,8 @@ class Penalty(Method):
             lam[k][idx] = new_lam
             if mu is not None:
                 mu[k][idx] = new_mu
-            out[VIOLATION.name(k=k + 1)] = (reduced - target).norm() / reduced.norm().clamp_min(1e-12)
+            stats = results[k].stats  # ‖D(F_k) − λ_k‖ and ‖D(F_k)‖, from the stage
+            out[VIOLATION.name(k=k + 1)] = (stats[3] / stats[4].clamp_min(1e-12)).float()
         self._account(tasks, results)
         self.step_count += 1
         return out

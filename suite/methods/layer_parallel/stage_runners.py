@@ -193,7 +193,7 @@ class ProcessStages:
             self.buffers[k].put_task(tasks[k])
             works.append(self._header(k + 1, STEP, tasks[k].inp.shape[0], tasks[k].beta))
         for k in range(self.n):
-            stats.append(torch.empty(3, dtype=torch.float64))
+            stats.append(torch.empty(5, dtype=torch.float64))
             works.append(self.pg.recv([stats[k]], k + 1, TAG_STATS))
         for work in works:
             work.wait()

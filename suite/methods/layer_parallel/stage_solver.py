@@ -40,7 +40,9 @@ class StageTask:
 class StageResult:
     out: torch.Tensor | None  # D(F_k(input)), detached (None for the last stage)
     grad_in: torch.Tensor | None  # per-sample ∂J_k/∂λ_{k−1} (None for the first stage)
-    stats: torch.Tensor  # float64 [objective, correct predictions (last stage), compute seconds]
+    # float64 [objective, correct predictions (last stage), compute seconds, ‖D(F_k) − λ_k‖, ‖D(F_k)‖
+    # (the boundary's violation, computed here where both are at hand; 0 for the last stage)]
+    stats: torch.Tensor
 
 
 class StageSolver:
@@ -56,7 +58,7 @@ class StageSolver:
         self.module.train()
         inp = task.inp if self.first else task.inp.detach().requires_grad_(True)
         out = self.module(inp if self.first else self.in_filter.restore(inp))
-        correct = 0.0
+        correct = r_norm = out_norm = 0.0
         if self.last:
             objective = F.cross_entropy(out, task.y)
             correct = float((out.detach().argmax(1) == task.y).sum())
@@ -68,8 +70,10 @@ class StageSolver:
             if task.mu is not None:
                 per_sample = per_sample + (task.mu.flatten(1) * r).mean(1)
             objective = per_sample.mean()
+            with torch.no_grad():
+                r_norm, out_norm = float(r.norm()), float(reduced.norm())
         self.optim.step(objective)
         grad_in = None if self.first else inp.grad * inp.shape[0]  # mean over the batch -> per sample
         seconds = time.perf_counter() - t0
         return StageResult(None if reduced is None else reduced.detach(), grad_in,
-                           torch.tensor([objective.item(), correct, seconds], dtype=torch.float64))
+                           torch.tensor([objective.item(), correct, seconds, r_norm, out_norm], dtype=torch.float64))

@@ -67,10 +67,11 @@ def main(device: str | None = None, repeats: int = REPEATS, batch_size: int = 12
           ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in t.items()))
     for name in ("dfa", "bdfa"):
         ratio = t[name] / t["bp"]
-        report_ratio(f"{name} step / bp step (ResNet-20, batch {batch_size})", ratio, "<= 0.85", ratio <= 0.85)
+        report_ratio(f"{name} step / bp step (ResNet-20, batch {batch_size})", ratio, "<= 0.85", ratio <= 0.85,
+                     t.spread(name, "bp"))
     ratio = t["fa"] / t["bp"]
     report_ratio(f"fa step / bp step (ResNet-20, batch {batch_size}; ≈1.0 expected)", ratio, "~1.0",
-                 0.8 <= ratio <= 1.25)
+                 0.8 <= ratio <= 1.25, t.spread("fa", "bp"))
     print(f"  dfa (block granularity: BP inside blocks) / bp: {t['dfa-block'] / t['bp']:.3f}  (info)")
 
 

@@ -107,7 +107,7 @@ def main(model_name: str = "resnet20", stages: int = 2, steps: int = 10, batch: 
         print(f"  bounds: machine concurrency ceiling {ceiling:.2f} ({stages} independent 1-thread processes / "
               f"1), stage balance {float(split.sum() / split.max()):.2f} (1 / largest stage share)")
         report_ratio(f"penalty parallel phase: {stages} processes / 1 process throughput ({model_name})",
-                     ratio, ">= 1.6", ratio >= 1.6)
+                     ratio, ">= 1.6", ratio >= 1.6, t.spread("1 process", f"{stages} processes"))
         for m in methods.values():
             m.close()
     finally:

@@ -37,13 +37,14 @@ def setup(data, model_name: str, stages: int, distributed: bool) -> Penalty:
     return method
 
 
-def _busy(steps: int, start, done) -> None:
-    """A compute-bound one-thread workload: ResNet-20 training steps on batch 64."""
+def _busy(steps: int, batch: int, start, done) -> None:
+    """A compute-bound one-thread workload: ResNet-20 training steps at the benchmark's batch size
+    (the footprint decides how much the two cores' shared memory bandwidth and cache cost)."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
     model = build_model("resnet20", (3, 32, 32), 10)
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    x, y = torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
+    x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
 
     def step():
         opt.zero_grad()
@@ -57,14 +58,14 @@ def _busy(steps: int, start, done) -> None:
     done.put(time.perf_counter() - t0)
 
 
-def concurrency_ceiling(processes: int, steps: int = 20) -> float:
+def concurrency_ceiling(processes: int, batch: int, steps: int = 10) -> float:
     """Throughput of `processes` independent copies of the same one-thread work run at once over
     one copy alone (each measured from a common start, after a warm-up step)."""
     ctx = mp.get_context("spawn")
 
     def wall(n: int) -> float:
         start, done = ctx.Barrier(n), ctx.Queue()
-        procs = [ctx.Process(target=_busy, args=(steps, start, done)) for _ in range(n)]
+        procs = [ctx.Process(target=_busy, args=(steps, batch, start, done)) for _ in range(n)]
         for proc in procs:
             proc.start()
         seconds = [done.get() for _ in procs]
@@ -103,7 +104,7 @@ def main(model_name: str = "resnet20", stages: int = 2, steps: int = 10, batch: 
         print(f"  modelled speedup on {stages} devices (max over stages + communication at "
               f"{methods['1 process'].hp.link_gb_per_s} GB/s): {modelled:.2f} [modelled]")
         ratio = t["1 process"] / t[f"{stages} processes"]
-        ceiling = concurrency_ceiling(stages)
+        ceiling = concurrency_ceiling(stages, batch)
         print(f"  bounds: machine concurrency ceiling {ceiling:.2f} ({stages} independent 1-thread processes / "
               f"1), stage balance {float(split.sum() / split.max()):.2f} (1 / largest stage share)")
         report_ratio(f"penalty parallel phase: {stages} processes / 1 process throughput ({model_name})",

@@ -1,6 +1,6 @@
 """`nox -s bench`: run every benchmark module's main() (or the ones named on the command line),
 each in a fresh interpreter, so no benchmark inherits another's process state (measured: `local`'s
-epoch ratio read 0.78 right after the layer-parallel benchmark in one process, 0.68–0.71 alone)."""
+epoch ratio read 0.78 right after the layer-parallel benchmark in one process, 0.67–0.71 alone)."""
 
 from __future__ import annotations
 

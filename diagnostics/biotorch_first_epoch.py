@@ -32,18 +32,10 @@ import torch
 from benchmarks.biotorch import Peer, peer_available, suite_method
 from suite.config import TrainConfig
 from suite.data import build_data
-from suite.experiments.biotorch_mnist import COMMON, LR
+from suite.experiments.biotorch_mnist import COMMON, FIRST_EPOCH_COUNTS, LR
+from suite.harness import evaluate
 
 CHANCE_LOSS = math.log(10)
-
-
-def accuracy(data, predict) -> float:
-    correct = total = 0
-    with torch.no_grad():
-        for batch in data.eval_batches("test"):
-            correct += int((predict(batch.x).argmax(1) == batch.y).sum())
-            total += len(batch)
-    return correct / total
 
 
 def first_epoch(name: str, data, lr: float, seed: int) -> dict[str, dict[str, float]]:
@@ -54,10 +46,8 @@ def first_epoch(name: str, data, lr: float, seed: int) -> dict[str, dict[str, fl
         losses["suite"].append(float(ours.train_step(batch)["loss"]))
         losses["biotorch"].append(peer.step(batch.x, batch.y))
 
-    def suite_predict(x):
-        ours.model.eval()
-        return ours.model(x)
-    acc = {"suite": accuracy(data, suite_predict), "biotorch": accuracy(data, peer.predict)}
+    # the harness's own evaluation; the peer has the `model` and `predict` it reads
+    acc = {side: evaluate(m, data, "test")["test_acc"] for side, m in (("suite", ours), ("biotorch", peer))}
     out = {}
     for side, values in losses.items():
         finite = [v for v in values if math.isfinite(v)]
@@ -88,8 +78,8 @@ def main(methods: list[str], seeds: int, lr: float | None) -> None:
             cells = "   ".join(f"{side} mean {v['mean']:9.3g} max {v['max']:9.3g} acc {100 * v['acc']:5.1f}%"
                                f"{' BLOW-UP' if v['blowup'] else ''}" for side, v in r.items())
             print(f"  {name} lr {rate:g} seed {seed}: {cells}   ({time.perf_counter() - t0:.0f} s)", flush=True)
-        print(f"  {name}: blow-ups in the first epoch, suite {counts['suite']}/{seeds}, "
-              f"BioTorch {counts['biotorch']}/{seeds}")
+        print("  " + FIRST_EPOCH_COUNTS.format(method=name, suite=counts["suite"], peer=counts["biotorch"],
+                                               seeds=seeds))
 
 
 if __name__ == "__main__":

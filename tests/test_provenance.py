@@ -40,7 +40,7 @@ def test_provenance_lists_each_machine_with_cpu_model_and_capability(tmp_path):
         "hardware.cpu_model": ["CPU A", "CPU A", "CPU B"],
         "hardware.cpu_capability": ["AVX2", "AVX2", "AVX512"],
     })
-    ctx = SimpleNamespace(runs=runs, figures=[], verdicts=[])
+    ctx = SimpleNamespace(name="summary", runs=runs, figures=[], verdicts=[])
     write_index([ctx], tmp_path / "results", tmp_path / "figs")
     text = (tmp_path / "results" / "PROVENANCE.md").read_text()
     machines = [line for line in text.splitlines() if line.startswith("- ") and "run(s)" in line]

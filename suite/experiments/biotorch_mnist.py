@@ -27,6 +27,8 @@ its files are not on this machine (no download is attempted from a grid).
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
@@ -36,7 +38,7 @@ from suite.config import Cell
 from suite.experiments.base import Experiment
 from suite.methods.feedback.alignment import WALIGN_LAYER
 from suite.report.baselines import load_published
-from suite.report.compare import at_chance_causes, at_chance_text
+from suite.report.compare import at_chance, at_chance_causes, at_chance_text
 from suite.report.stats import fmt_ci, mean_ci, tolerance_verdict
 
 SOURCE = "BioTorch Benchmarks.md (jsalbert/biotorch @536ea21), MNIST & Fashion-MNIST table, LeNet MNIST"
@@ -189,6 +191,9 @@ def summary_table(runs: pd.DataFrame, selected: pd.DataFrame, profile: str) -> p
 
 
 FIRST_EPOCH_FILE = "biotorch-first-epoch.txt"
+# the per-method summary line diagnostics/biotorch_first_epoch.py prints, and the pattern that reads it back
+FIRST_EPOCH_COUNTS = "{method}: blow-ups in the first epoch, suite {suite}/{seeds}, BioTorch {peer}/{seeds}"
+FIRST_EPOCH_PATTERN = re.compile(r"(\w+): blow-ups in the first epoch, suite (\d+)/(\d+), BioTorch (\d+)/(\d+)")
 
 
 def first_epoch_check(results_dir) -> dict[str, str]:
@@ -196,13 +201,10 @@ def first_epoch_check(results_dir) -> dict[str, str]:
     and BioTorch's own package through the first epoch of this setting, same weights and batches,
     per seed): whether a collapse at this rate is the setting's or the suite's. The report only
     reads the file; an absent file says nothing."""
-    import re
-    from pathlib import Path
     path = Path(results_dir) / FIRST_EPOCH_FILE
     if not path.exists():
         return {}
-    pattern = re.compile(r"(\w+): blow-ups in the first epoch, suite (\d+)/(\d+), BioTorch (\d+)/(\d+)")
-    found = [m.groups() for m in map(pattern.search, path.read_text().splitlines()) if m]
+    found = [m.groups() for m in map(FIRST_EPOCH_PATTERN.search, path.read_text().splitlines()) if m]
     out = {}
     for method, ours, n, theirs, _ in found:
         counts = f"suite {ours}/{n} seeds, BioTorch {theirs}/{n}"
@@ -329,7 +331,9 @@ def add_verdicts(ctx, table: pd.DataFrame, checks: dict[str, str] | None = None)
                                      f"{LR[row.method]:g}) and the grid trains on 54k of the 60k images (settings "
                                      f"table)",
                    }[verdict]
-            if row.method in checks and "at chance" in row["err % clean protocol (best val epoch)"]:
+            runs = ctx.runs[(ctx.runs.method == row.method) & (ctx.runs.dataset == row.dataset)
+                            & (ctx.runs.status == "finished")]
+            if row.method in checks and at_chance(runs).any():
                 why += f"; {checks[row.method]} (results/{FIRST_EPOCH_FILE})"
             ctx.add_verdict(claim, SOURCE, f"{row.seeds} seeds, the published setting", figure, rule, verdict, why)
         else:

@@ -50,6 +50,7 @@ SOURCE = ("Sun et al. 2020/2021, arXiv 2009.01462 v2/v3 (abstract: accuracy 'com
 METHODS = ("penalty", "augmented-lagrangian")
 SHORT = {"penalty": "penalty", "augmented-lagrangian": "AL"}
 COMPARABLE_POINTS = 1.0  # "comparable": at most this many points below BP's accuracy
+VERDICT_COL = f"verdict (comparable: paired 95% CI of Δ above −{COMPARABLE_POINTS:g} pt)"
 DEFAULT_SHARE = 0.25
 
 # (model, dataset, settings shared by every cell)
@@ -206,7 +207,7 @@ def verdict_table(runs: pd.DataFrame) -> pd.DataFrame:
                              "seeds": f"{n} (bp {len(base)})", "bp acc %": f"{base.mean():.2f}",
                              "acc %": f"{acc.mean():.2f}", "Δ vs bp (pts)": f"{diff:+.2f}{ci}",
                              "violation (b1, parallel epochs)": "–" if math.isnan(violation) else f"{violation:.3f}",
-                             f"verdict (comparable: paired 95% CI of Δ above −{COMPARABLE_POINTS:g} pt)":
+                             VERDICT_COL:
                                  {"reproduced": "comparable", "not reproduced": "not comparable"}.get(
                                      margin_verdict(diff, half, COMPARABLE_POINTS), "undecided")})
     return pd.DataFrame(rows)
@@ -214,9 +215,8 @@ def verdict_table(runs: pd.DataFrame) -> pd.DataFrame:
 
 def add_verdicts(ctx, verdicts: pd.DataFrame) -> None:
     """results/verdicts.md rows: the abstract's "comparable accuracy" claim per method and K."""
-    rule_col = f"verdict (comparable: paired 95% CI of Δ above −{COMPARABLE_POINTS:g} pt)"
     for _, row in verdicts.iterrows():
-        outcome = {"comparable": "reproduced", "not comparable": "not reproduced"}.get(row[rule_col], "undecided")
+        outcome = {"comparable": "reproduced", "not comparable": "not reproduced"}.get(row[VERDICT_COL], "undecided")
         why = {"reproduced": "",
                "undecided": f"the CI of Δ straddles −{COMPARABLE_POINTS:g} pt; more seeds would decide"}.get(outcome, (
             f"the parallel phase leaves the boundary violation at {row['violation (b1, parallel epochs)']} (the "

@@ -85,7 +85,7 @@ def merged_index(contexts, results_dir: Path) -> list[dict]:
     path = Path(results_dir) / INDEX
     index = json.loads(path.read_text()) if path.exists() else {}
     index = {k: v for k, v in index.items() if k in EXPERIMENTS}  # a removed experiment drops out
-    index |= {getattr(ctx, "name", "-"): _record(ctx) for ctx in contexts}
+    index |= {ctx.name: _record(ctx) for ctx in contexts}
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(index, indent=1, ensure_ascii=False) + "\n")
     order = {name: i for i, name in enumerate(EXPERIMENTS)}

@@ -46,7 +46,15 @@ from suite.errors import UsageError
 from suite.methods.base import Method
 from suite.methods.layer_parallel.aux_vars import AuxiliaryVariables, aux_update
 from suite.methods.layer_parallel.stage_runners import LocalStages, ProcessStages
-from suite.methods.layer_parallel.stage_solver import StageSolver, StageTask
+from suite.methods.layer_parallel.stage_solver import (
+    STAT_CORRECT,
+    STAT_OBJECTIVE,
+    STAT_OUT_NORM,
+    STAT_RESIDUAL_NORM,
+    STAT_SECONDS,
+    StageSolver,
+    StageTask,
+)
 from suite.methods.layer_parallel.stages import (
     BoundaryFilter,
     boundary_shapes,
@@ -203,8 +211,8 @@ class Penalty(Method):
         results = self.runner.run(tasks)
         # the logged loss is the objective this phase minimises (task loss of stage K on λ_{K−1}
         # plus every boundary's penalty), so the harness's divergence check watches the right thing
-        out = {"loss": sum(r.stats[0] for r in results).float(), TASK_LOSS.key: results[-1].stats[0].float(),
-               "correct": results[-1].stats[1]}
+        out = {"loss": sum(r.stats[STAT_OBJECTIVE] for r in results).float(),
+               TASK_LOSS.key: results[-1].stats[STAT_OBJECTIVE].float(), "correct": results[-1].stats[STAT_CORRECT]}
         for k in range(len(lam)):
             reduced, target = results[k].out, tasks[k].target
             new_lam, new_mu = aux_update(target, tasks[k].mu, reduced, results[k + 1].grad_in, beta,
@@ -212,14 +220,14 @@ class Penalty(Method):
             lam[k][idx] = new_lam
             if mu is not None:
                 mu[k][idx] = new_mu
-            stats = results[k].stats  # ‖D(F_k) − λ_k‖ and ‖D(F_k)‖, from the stage
-            out[VIOLATION.name(k=k + 1)] = (stats[3] / stats[4].clamp_min(1e-12)).float()
+            stats = results[k].stats
+            out[VIOLATION.name(k=k + 1)] = (stats[STAT_RESIDUAL_NORM] / stats[STAT_OUT_NORM].clamp_min(1e-12)).float()
         self._account(tasks, results)
         self.step_count += 1
         return out
 
     def _account(self, tasks, results):
-        seconds = torch.stack([r.stats[2] for r in results])
+        seconds = torch.stack([r.stats[STAT_SECONDS] for r in results])
         self.stage_seconds += seconds
         self.critical_seconds += float(seconds.max())
         batch = tasks[0].inp.shape[0]

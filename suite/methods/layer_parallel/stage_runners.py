@@ -27,7 +27,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from suite.methods.layer_parallel.stage_solver import StageResult, StageSolver, StageTask
+from suite.methods.layer_parallel.stage_solver import N_STATS, StageResult, StageSolver, StageTask
 
 STOP, STEP, STATE = 0, 1, 2
 TAG_HEADER, TAG_STATS, TAG_STATE = range(3)
@@ -170,8 +170,8 @@ class ProcessStages:
     """K spawned workers, one per stage; `threads` intra-op threads each; batches of at most
     `capacity` samples."""
 
-    def __init__(self, solver_args: list[tuple], shapes: list[tuple], has_mu: bool, threads: int = 1,
-                 capacity: int = 128):
+    def __init__(self, solver_args: list[tuple], shapes: list[tuple], has_mu: bool, threads: int,
+                 capacity: int):
         n = len(solver_args)
         self.buffers = [StageBuffers(capacity, *shapes[k], first=k == 0, last=k == n - 1, has_mu=has_mu)
                         for k in range(n)]
@@ -193,7 +193,7 @@ class ProcessStages:
             self.buffers[k].put_task(tasks[k])
             works.append(self._header(k + 1, STEP, tasks[k].inp.shape[0], tasks[k].beta))
         for k in range(self.n):
-            stats.append(torch.empty(5, dtype=torch.float64))
+            stats.append(torch.empty(N_STATS, dtype=torch.float64))
             works.append(self.pg.recv([stats[k]], k + 1, TAG_STATS))
         for work in works:
             work.wait()

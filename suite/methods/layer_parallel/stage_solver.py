@@ -36,13 +36,18 @@ class StageTask:
     beta: float
 
 
+# Positions in StageResult.stats: the objective, correct predictions (last stage), compute seconds,
+# and ‖D(F_k) − λ_k‖ and ‖D(F_k)‖ (the boundary's violation, computed where both tensors are at hand;
+# 0 for the last stage). The distributed runner receives exactly N_STATS numbers per stage.
+STAT_OBJECTIVE, STAT_CORRECT, STAT_SECONDS, STAT_RESIDUAL_NORM, STAT_OUT_NORM = range(5)
+N_STATS = 5
+
+
 @dataclass
 class StageResult:
     out: torch.Tensor | None  # D(F_k(input)), detached (None for the last stage)
     grad_in: torch.Tensor | None  # per-sample ∂J_k/∂λ_{k−1} (None for the first stage)
-    # float64 [objective, correct predictions (last stage), compute seconds, ‖D(F_k) − λ_k‖, ‖D(F_k)‖
-    # (the boundary's violation, computed here where both are at hand; 0 for the last stage)]
-    stats: torch.Tensor
+    stats: torch.Tensor  # float64, indexed by the STAT_* positions below
 
 
 class StageSolver:

@@ -133,10 +133,12 @@ def random_mnist(batch: int, device: torch.device, channels_last: bool = True) -
 # as a training loop runs them, the candidates' blocks interleaved, REPEATS blocks each (200
 # steps per candidate, ≈ 25 s for the twelve). The grouping matters here, and the figures below
 # were measured, not assumed (LeNet, batch 64, 1 thread, this 2-core machine, 2026-12-01):
-#   * blocks of 10, interleaved (judged):          suite / BioTorch 0.52–0.78
-#   * single steps, the twelve interleaved:        0.85–1.03 (each step follows another model's)
-#   * each package's six methods in a process of their own (no model of the other package),
-#     the two runs a minute apart: suite 4.3–6.1 ms, BioTorch 5.8–7.5 ms per step (≈ 0.8).
+#   * blocks of 10, interleaved (judged), six runs:  suite / BioTorch 0.52–0.93 (DFA 0.52–0.65;
+#     the other five 0.63–0.93, in five of the six runs below 0.77)
+#   * single steps, the twelve interleaved:          0.85–1.03 (DFA 0.68–0.80); each step follows
+#     another model's
+#   * each package's six methods in a process of their own (no model of the other package), the
+#     two runs a minute apart, per method and protocol: 0.63–0.90 (DFA 0.47–0.57).
 # The two training-like protocols agree; single steps alternating between the two packages are
 # the outlier, for a reason not pinned down (with both packages in one process, each one's step
 # time depends on which ran just before: allocator and cache state). No training run alternates

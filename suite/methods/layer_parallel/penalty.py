@@ -132,7 +132,7 @@ class Penalty(Method):
 
     def setup(self, model, ctx):
         super().setup(model, ctx)
-        costs = measure_costs(model, ctx.data.input_shape) if self.hp.balance == "time" else None
+        costs = measure_costs(model, ctx.data.input_shape, ctx.data.batch_size) if self.hp.balance == "time" else None
         self.stages = split_stages(model, self.hp.stages, costs)
         full_shapes = boundary_shapes(self.stages, ctx.data.input_shape, ctx.device)
         self.filters = [BoundaryFilter(self.hp.ds_stride, s) for s in full_shapes]

@@ -10,6 +10,7 @@ partitioners do) — the better split on real hardware, but it depends on the ma
 
 from __future__ import annotations
 
+import statistics
 import time
 
 import torch
@@ -68,23 +69,28 @@ def _min_max_cut(costs: list[float], n_stages: int) -> list[tuple[int, int]]:
     return [(0, stop)] + bounds[::-1]
 
 
-def measure_costs(model: StagedModel, in_shape: tuple[int, ...], batch: int = 32, repeats: int = 3) -> list[float]:
+def measure_costs(model: StagedModel, in_shape: tuple[int, ...], batch: int = 32, repeats: int = 5) -> list[float]:
     """Seconds of one forward+backward of the stem, each block and the head, on a random probe batch
-    (best of `repeats`). Parameters receive gradients and are cleared afterwards; BatchNorm
-    running statistics are restored."""
+    of the run's size (after one warm-up pass, the median of `repeats`). Parameters receive
+    gradients and are cleared afterwards; BatchNorm running statistics are restored.
+
+    Measured at the run's batch because the parts' shares change with the batch; the warm-up keeps
+    one-time kernel set-up out, and the median keeps a scheduling hiccup from moving the cut (best
+    of 3 at batch 32 was noisy enough that two set-ups of the same ResNet-20 chose different cuts,
+    4|7 and 5|6 parts)."""
     parts = [model.stem, *model.blocks, model.head]
     saved = {k: b.clone() for k, b in model.named_buffers()}
     device = next(model.parameters()).device
     x, costs = torch.randn(batch, *in_shape, device=device), []
     for k, part in enumerate(parts):
         inp = x.detach().requires_grad_(k > 0)
-        best = float("inf")
-        for _ in range(repeats):
+        seconds = []
+        for _ in range(repeats + 1):
             t0 = time.perf_counter()
             out = part(inp)
             out.float().square().mean().backward()
-            best = min(best, time.perf_counter() - t0)
-        costs.append(best)
+            seconds.append(time.perf_counter() - t0)
+        costs.append(statistics.median(seconds[1:]))
         x = out.detach()
     model.zero_grad(set_to_none=True)
     with torch.no_grad():

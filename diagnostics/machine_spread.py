@@ -21,10 +21,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from suite.metrics import TEST_ACC, TRAIN_TIME
+from suite.report import machine_line, machines
 from suite.tracking import Tracker
 
-HARDWARE = ["hardware.platform", "hardware.cpu_model", "hardware.cpu_capability", "hardware.cpu_count",
-            "hardware.torch_threads"]
+ACC, TIME = f"m.{TEST_ACC.key}", f"m.{TRAIN_TIME.key}"
 COMPARED = ("finished", "diverged")  # a skipped cell has nothing to compare
 
 
@@ -38,21 +39,21 @@ def pair_runs(reference: pd.DataFrame, other: pd.DataFrame) -> pd.DataFrame:
     each side, their difference, the reference's seed SD for the cell, and the time ratio."""
     ref = reference[reference["status"].isin(COMPARED)].copy()
     ref["cell"] = ref["cell_label"].map(cell_without_seed)
-    acc = pd.to_numeric(ref["m.test_acc"], errors="coerce") * 100
+    acc = pd.to_numeric(ref[ACC], errors="coerce") * 100
     seed_sd = acc[ref["status"] == "finished"].groupby(ref["cell"]).std(ddof=1)
     oth = other[other["status"].isin(COMPARED)]
     # the newest complete run per cell on each side (a store holds one, unless a cell was rerun)
-    keep = ["cell_hash", "cell_label", "seed", "status", "m.test_acc", "m.train_time"]
+    keep = ["cell_hash", "cell_label", "seed", "status", ACC, TIME]
     pairs = ref[keep + ["cell"]].drop_duplicates("cell_hash", keep="last").merge(
         oth[keep].drop_duplicates("cell_hash", keep="last"), on="cell_hash", suffixes=("_ref", "_other"))
     out = pd.DataFrame({
         "cell": pairs["cell_label_ref"], "seed": pairs["seed_ref"],
         "status_ref": pairs["status_ref"], "status_other": pairs["status_other"],
-        "acc_ref": pd.to_numeric(pairs["m.test_acc_ref"], errors="coerce") * 100,
-        "acc_other": pd.to_numeric(pairs["m.test_acc_other"], errors="coerce") * 100,
+        "acc_ref": pd.to_numeric(pairs[f"{ACC}_ref"], errors="coerce") * 100,
+        "acc_other": pd.to_numeric(pairs[f"{ACC}_other"], errors="coerce") * 100,
         "seed_sd_ref": pairs["cell"].map(seed_sd),
-        "time_ratio": (pd.to_numeric(pairs["m.train_time_other"], errors="coerce")
-                       / pd.to_numeric(pairs["m.train_time_ref"], errors="coerce")),
+        "time_ratio": (pd.to_numeric(pairs[f"{TIME}_other"], errors="coerce")
+                       / pd.to_numeric(pairs[f"{TIME}_ref"], errors="coerce")),
     })
     both_finished = (out["status_ref"] == "finished") & (out["status_other"] == "finished")
     out["delta"] = (out["acc_other"] - out["acc_ref"]).where(both_finished)
@@ -87,10 +88,9 @@ def summarise(pairs: pd.DataFrame) -> list[str]:
     return lines
 
 
-def hardware(frame: pd.DataFrame) -> str:
-    cols = [c for c in HARDWARE if c in frame]
-    rows = frame[frame["status"].isin(COMPARED)][cols].drop_duplicates()
-    return "; ".join(", ".join(f"{c.split('.', 1)[1]}={v}" for c, v in r.items()) for _, r in rows.iterrows())
+def machine_lines(runs: pd.DataFrame) -> list[str]:
+    """One line per distinct machine among the compared runs, as results/PROVENANCE.md writes them."""
+    return [machine_line(m) for m in machines(runs[runs["status"].isin(COMPARED)])]
 
 
 def report(reference_uri: str, other_uri: str) -> str:
@@ -102,8 +102,9 @@ def report(reference_uri: str, other_uri: str) -> str:
         "# The same command on two machines", "",
         "Written by `python -m diagnostics.machine_spread`: each cell's run on the reference machine beside "
         "the same cell (same `cell_hash`: every resolved setting and the seed) run on the other machine.", "",
-        f"- reference machine: {hardware(reference[reference['cell_hash'].isin(other['cell_hash'])])}",
-        f"- other machine: {hardware(other)}", "",
+        "Reference machine (the runs paired below):", "",
+        *machine_lines(reference[reference["cell_hash"].isin(other["cell_hash"])]), "",
+        "Other machine:", "", *machine_lines(other), "",
         *summarise(pairs), "",
         table.to_markdown(index=False), ""])
 

@@ -69,12 +69,24 @@ def _record(ctx) -> dict:
     """What the shared files (verdicts, figure index, provenance) need from one experiment's report."""
     runs = ctx.runs
     commits = sorted(runs["git_commit"].dropna().unique()) if len(runs) and "git_commit" in runs else []
-    hw_cols = [c for c in runs.columns if c.startswith("hardware.")] if len(runs) else []
-    hw = (runs[hw_cols].fillna("–").astype(str).value_counts(sort=False).reset_index(name="runs")
-          .to_dict("records") if hw_cols else [])
     return {"verdicts": list(ctx.verdicts), "figures": list(ctx.figures), "runs": int(len(runs)),
-            "commits": [str(c) for c in commits], "hardware": [{k: (int(v) if k == "runs" else str(v))
-                                                                 for k, v in h.items()} for h in hw]}
+            "commits": [str(c) for c in commits], "hardware": machines(runs)}
+
+
+def machines(runs: pd.DataFrame) -> list[dict]:
+    """The distinct machines of `runs` (their `hardware.*` tags, – where a run lacks one), each
+    with its number of runs under "runs"."""
+    hw_cols = [c for c in runs.columns if c.startswith("hardware.")] if len(runs) else []
+    if not hw_cols:
+        return []
+    counts = runs[hw_cols].fillna("–").astype(str).value_counts(sort=False).reset_index(name="runs")
+    return [{k: (int(v) if k == "runs" else str(v)) for k, v in h.items()} for h in counts.to_dict("records")]
+
+
+def machine_line(machine: dict) -> str:
+    """`- N run(s): platform=…, cpu_model=…, …` for one entry of `machines`."""
+    fields = ", ".join(f"{k.removeprefix('hardware.')}={v}" for k, v in machine.items() if k != "runs")
+    return f"- {machine['runs']} run(s): {fields}"
 
 
 def merged_index(contexts, results_dir: Path) -> list[dict]:
@@ -134,11 +146,11 @@ def write_index(contexts: list[ReportContext], results_dir: Path, figures_dir: P
 
     n_runs = sum(record["runs"] for record in records)
     commits = sorted({c for record in records for c in record["commits"]})
-    machines: dict[tuple, int] = {}
+    by_machine: dict[tuple, int] = {}
     for record in records:
         for h in record["hardware"]:
             key = tuple((k, v) for k, v in h.items() if k != "runs")
-            machines[key] = machines.get(key, 0) + h["runs"]
+            by_machine[key] = by_machine.get(key, 0) + h["runs"]
     prov = ["# Provenance of results/ and paper_figures/", "",
             f"Report written {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M UTC} "
             f"by commit `{git_commit()}`.", "",
@@ -146,8 +158,7 @@ def write_index(contexts: list[ReportContext], results_dir: Path, figures_dir: P
             "Hardware of the runs (one line per distinct machine; `cpu_model` and `cpu_capability`, the "
             "instruction set torch's CPU kernels use, tell apart machines with the same platform string; "
             "runs older than these fields show –):", ""]
-    prov += [f"- {count} run(s): {', '.join(f'{k[9:]}={v}' for k, v in key)}" for key, count in machines.items()] \
-        or ["- –"]
+    prov += [machine_line({**dict(key), "runs": count}) for key, count in by_machine.items()] or ["- –"]
     prov += ["", "Report machine: " + ", ".join(f"{k}={v}" for k, v in hardware().items()),
              "", "Packages: " + ", ".join(f"{k} {v}" for k, v in package_versions().items())]
     Path(results_dir).mkdir(parents=True, exist_ok=True)

@@ -69,9 +69,9 @@ def _min_max_cut(costs: list[float], n_stages: int) -> list[tuple[int, int]]:
     return [(0, stop)] + bounds[::-1]
 
 
-def measure_costs(model: StagedModel, in_shape: tuple[int, ...], batch: int = 32, repeats: int = 5) -> list[float]:
+def measure_costs(model: StagedModel, in_shape: tuple[int, ...], batch: int, repeats: int = 5) -> list[float]:
     """Seconds of one forward+backward of the stem, each block and the head, on a random probe batch
-    of the run's size (after one warm-up pass, the median of `repeats`). Parameters receive
+    of `batch` samples, the run's batch size (after one warm-up pass, the median of `repeats`). Parameters receive
     gradients and are cleared afterwards; BatchNorm running statistics are restored.
 
     Measured at the run's batch because the parts' shares change with the batch; the warm-up keeps

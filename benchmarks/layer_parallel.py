@@ -28,11 +28,11 @@ from suite.methods.layer_parallel.penalty import Penalty, PenaltyHParams
 from suite.models import build_model
 
 
-def setup(data, model_name: str, stages: int, distributed: bool) -> Penalty:
+def setup(data, model_name: str, stages: int, distributed: bool, stage_blocks: tuple[int, ...] = ()) -> Penalty:
     torch.manual_seed(0)
     model = build_model(model_name, (3, 32, 32), 10)
     method = Penalty(PenaltyHParams(stages=stages, serial_share=0.0, distributed=distributed, worker_threads=1,
-                                    balance="time"))
+                                    balance="time", stage_blocks=stage_blocks))
     method.setup(model, Context.for_data(data, epochs=100))
     return method
 
@@ -82,8 +82,12 @@ def main(model_name: str = "resnet20", stages: int = 2, steps: int = 10, batch: 
     try:
         data = bundle(steps, batch, torch.device("cpu"))
         data.channels_last = False  # the stages' tensors travel as plain contiguous buffers
-        methods = {"1 process": setup(data, model_name, stages, False),
-                   f"{stages} processes": setup(data, model_name, stages, True)}
+        # the cut is searched once (balance=time) and given to both placements, so they compute the same
+        # thing: two searches can land on different cuts when two are close
+        local = setup(data, model_name, stages, False)
+        cut = tuple(stop - start for start, stop in local.bounds)
+        print(f"  time-balanced cut: {cut} blocks per stage (searched in {local.cut_seconds:.1f} s)")
+        methods = {"1 process": local, f"{stages} processes": setup(data, model_name, stages, True, cut)}
         batches = list(data.train_batches(0, 0))
 
         def epoch(method):
@@ -104,6 +108,15 @@ def main(model_name: str = "resnet20", stages: int = 2, steps: int = 10, batch: 
         print(f"  modelled speedup on {stages} devices (max over stages + communication at "
               f"{methods['1 process'].hp.link_gb_per_s} GB/s): {modelled:.2f} [modelled]")
         ratio = t["1 process"] / t[f"{stages} processes"]
+        parallel = methods[f"{stages} processes"]
+        slowdown = parallel.stage_seconds / split
+        steps_run = (7 + 1) * steps
+        step_ms = 1e3 * t[f"{stages} processes"] / steps
+        critical_ms = 1e3 * parallel.critical_seconds / steps_run
+        print(f"  {stages} processes: each stage's compute side by side / alone "
+              + ", ".join(f"{float(x):.2f}" for x in slowdown)
+              + f"; per step {step_ms:.0f} ms, of which the slowest stage's compute {critical_ms:.0f} ms "
+              f"(the rest: the coordinator's work and the transfers)")
         ceiling = concurrency_ceiling(stages, batch)
         print(f"  bounds: machine concurrency ceiling {ceiling:.2f} ({stages} independent 1-thread processes / "
               f"1), stage balance {float(split.sum() / split.max()):.2f} (1 / largest stage share)")

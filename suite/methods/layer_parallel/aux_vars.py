@@ -20,6 +20,8 @@ gradient), inside the first training step, so on the clock.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -45,15 +47,52 @@ def aux_update(lam, mu, reduced, grad_next, beta: float, elements: int, step: fl
 
 
 class AuxiliaryVariables:
+    """λ (and μ) of every training sample at every boundary, and at most one pending update.
+
+    A step's update can be deferred (`defer`) so that the coordinator applies it while the next
+    step's stages compute (`settle`), off the critical path. The values are the same as applying it
+    at once: the next step reads only its own samples' rows, and `gather` settles first when they
+    include a pending row (a batch that repeats samples of the one before). Reading `lam` or `mu`
+    settles too, so no reader sees a stale value."""
+
     def __init__(self, n_samples: int, stored_shapes: list[tuple[int, ...]], multipliers: bool):
-        self.lam = [torch.zeros(n_samples, *s) for s in stored_shapes]
-        self.mu = [torch.zeros(n_samples, *s) for s in stored_shapes] if multipliers else None
+        self._lam = [torch.zeros(n_samples, *s) for s in stored_shapes]
+        self._mu = [torch.zeros(n_samples, *s) for s in stored_shapes] if multipliers else None
+        self._pending: tuple[torch.Tensor, Callable[[], None]] | None = None
         self.initialised = False
 
     @property
+    def lam(self) -> list[torch.Tensor]:
+        self.settle()
+        return self._lam
+
+    @property
+    def mu(self) -> list[torch.Tensor] | None:
+        self.settle()
+        return self._mu
+
+    @property
     def nbytes(self) -> int:
-        tensors = self.lam + (self.mu or [])
+        tensors = self._lam + (self._mu or [])
         return sum(t.numel() * t.element_size() for t in tensors)
+
+    def gather(self, index: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor] | None]:
+        """Copies of the rows `index` of every λ_k (and μ_k)."""
+        if self._pending is not None and bool(torch.isin(index, self._pending[0]).any()):
+            self.settle()
+        lam = [lam_k[index] for lam_k in self._lam]
+        return lam, None if self._mu is None else [mu_k[index] for mu_k in self._mu]
+
+    def defer(self, index: torch.Tensor, apply: Callable[[list[torch.Tensor], list[torch.Tensor] | None], None]):
+        """Hold `apply(lam, mu)`, an update of the rows `index` only, until the next `settle`."""
+        self.settle()
+        self._pending = (index, apply)
+
+    def settle(self) -> None:
+        if self._pending is not None:
+            _, apply = self._pending
+            self._pending = None
+            apply(self._lam, self._mu)
 
     def initialise(self, stages, filters, fetch, labels, beta: float, elements: list[int],
                    chunk: int = 512) -> None:
@@ -72,7 +111,7 @@ class AuxiliaryVariables:
             loss = F.cross_entropy(logits, labels[index.to(labels.device)], reduction="sum")  # per-sample gradients
             grads = torch.autograd.grad(loss, stored)  # no parameter's .grad is touched
             for k, (a, g) in enumerate(zip(stored, grads)):
-                self.lam[k][index] = (a - (elements[k] / beta) * g).detach().float().cpu()
+                self._lam[k][index] = (a - (elements[k] / beta) * g).detach().float().cpu()
         with torch.no_grad():
             for s, saved in zip(stages, buffers):
                 for name, b in s.named_buffers():

@@ -38,6 +38,7 @@ has a non-zero target from the first step.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass
 
 import torch
@@ -55,10 +56,11 @@ from suite.methods.layer_parallel.stage_solver import (
     StageSolver,
     StageTask,
 )
+from suite.methods.layer_parallel.balance import time_balanced_bounds
 from suite.methods.layer_parallel.stages import (
     BoundaryFilter,
     boundary_shapes,
-    measure_costs,
+    bounds_from_blocks,
     split_stages,
     stage_bounds,
 )
@@ -81,8 +83,11 @@ PARALLEL_SECONDS = modelled("lp/modelled_parallel_seconds", "s", "epoch time on 
                                                                  "per step plus traffic / link bandwidth",
                             was="modelled_parallel_seconds")
 SPEEDUP = modelled("lp/modelled_speedup", "×", "sum of stage times / modelled parallel time", was="modelled_speedup")
+STAGE_BLOCKS = measured("lp/stage{k}_blocks", "blocks", "blocks in stage k: the cut the run used (logged once)")
+CUT_SECONDS = measured("lp/cut_search_seconds", "s", "set-up time spent timing candidate cuts (balance=time; "
+                                                   "not part of the training time; logged once)")
 LAYER_PARALLEL_METRICS = (TASK_LOSS, VIOLATION, BETA, BETA_SUM, SERIAL_PHASE, AUX_MB, STAGE_SECONDS, COMM_MB,
-                          COMM_MB_FULL, PARALLEL_SECONDS, SPEEDUP)
+                          COMM_MB_FULL, PARALLEL_SECONDS, SPEEDUP, STAGE_BLOCKS, CUT_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -96,8 +101,11 @@ class PenaltyHParams(OptimHParams):
                             "minimiser when no downstream term) [R]", low=0.0, low_open=True, high=1.0)
     serial_share: float = param(0.25, "SPH: fraction of the epochs (at the end) trained serially end to end "
                                 "by BP on augmented data; 0 = pure layer-parallel [R: NF]", low=0.0, high=1.0)
-    balance: str = param("blocks", "stage cut: equal block counts, or the cut that balances the measured "
-                         "forward+backward time of each part (machine-dependent) [R]", choices=("blocks", "time"))
+    balance: str = param("blocks", "stage cut: equal block counts, or the cut whose slowest stage is fastest "
+                         "in measured training steps (machine-dependent; balance.py) [R]", choices=("blocks", "time"))
+    stage_blocks: tuple[int, ...] = param((), "explicit cut: blocks per stage, in order (e.g. 4,5: ResNet-20's 9 "
+                                          "blocks in 2 stages); overrides balance; empty = use balance",
+                                          hash_default=False)
     ds_stride: int = param(1, "DS filter: store and send auxiliary variables average-pooled with this stride "
                            "(1 = off) [R: exact filter NF]", low=1)
     distributed: bool = param(False, "run the K stages in K worker processes (torch.distributed, gloo) "
@@ -126,14 +134,21 @@ class Penalty(Method):
 
     def reject_settings(self, model, run):
         stage_bounds(len(model.blocks), self.hp.stages)  # raises UsageError: more stages than blocks
+        if self.hp.stage_blocks:
+            bounds_from_blocks(self.hp.stage_blocks, len(model.blocks))
+            if len(self.hp.stage_blocks) != self.hp.stages:
+                raise UsageError(f"stage_blocks={','.join(map(str, self.hp.stage_blocks))} names "
+                                 f"{len(self.hp.stage_blocks)} stages but stages={self.hp.stages}: make them agree")
         device = run.device if run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
         if self.hp.distributed and device != "cpu":
             raise UsageError("distributed stages are implemented for CPU (gloo); run on CPU or set distributed=false")
 
     def setup(self, model, ctx):
         super().setup(model, ctx)
-        costs = measure_costs(model, ctx.data.input_shape, ctx.data.batch_size) if self.hp.balance == "time" else None
-        self.stages = split_stages(model, self.hp.stages, costs)
+        t0 = time.perf_counter()
+        self.bounds = self._cut(model, ctx)
+        self.cut_seconds = time.perf_counter() - t0
+        self.stages = split_stages(model, self.hp.stages, self.bounds)
         full_shapes = boundary_shapes(self.stages, ctx.data.input_shape, ctx.device)
         self.filters = [BoundaryFilter(self.hp.ds_stride, s) for s in full_shapes]
         stored = [f.stored_shape for f in self.filters]
@@ -164,6 +179,15 @@ class Penalty(Method):
         self.comm_bytes_per_sample_full = 4 * per_boundary * sum(full_elements)
         self.epoch, self.step_count, self.serial_optim = 0, 0, None
         self._reset_epoch_counters()
+
+    def _cut(self, model, ctx) -> list[tuple[int, int]]:
+        """Block ranges of the stages: the explicit `stage_blocks`, else by `balance`."""
+        if self.hp.stage_blocks:
+            return bounds_from_blocks(self.hp.stage_blocks, len(model.blocks))
+        if self.hp.balance == "time":
+            return time_balanced_bounds(model, self.hp.stages, ctx.data.input_shape, ctx.data.batch_size, self.hp,
+                                        self.multipliers)
+        return stage_bounds(len(model.blocks), self.hp.stages)
 
     def _lend_cores_to_workers(self):
         if self.coordinator_threads and self.threads_before is None:
@@ -201,30 +225,36 @@ class Penalty(Method):
                                 self.elements)
         self._lend_cores_to_workers()
         idx, beta = batch.index.cpu(), self.beta
-        lam, mu = self.aux.lam, self.aux.mu
-        boundary = [lam_k[idx] for lam_k in lam]  # λ_k of the batch: stage k's target, stage k+1's input
+        boundary, mu = self.aux.gather(idx)  # λ_k of the batch: stage k's target, stage k+1's input
+        n_boundaries = len(boundary)
         tasks = [StageTask(inp=data.fetch(batch.index) if k == 0 else boundary[k - 1],
-                           target=boundary[k] if k < len(lam) else None,
-                           mu=mu[k][idx] if mu is not None and k < len(lam) else None,
-                           y=batch.y if k == len(lam) else None, beta=beta)
+                           target=boundary[k] if k < n_boundaries else None,
+                           mu=mu[k] if mu is not None and k < n_boundaries else None,
+                           y=batch.y if k == n_boundaries else None, beta=beta)
                 for k in range(len(self.stages))]
-        results = self.runner.run(tasks)
+        self.runner.launch(tasks)
+        self.aux.settle()  # the previous step's λ/μ update, while the stages compute (aux_vars.py)
+        results = self.runner.collect()
+        self.aux.defer(idx, lambda lam, mu: self._update_aux(idx, tasks, results, beta, lam, mu))
         # the logged loss is the objective this phase minimises (task loss of stage K on λ_{K−1}
         # plus every boundary's penalty), so the harness's divergence check watches the right thing
         out = {"loss": sum(r.stats[STAT_OBJECTIVE] for r in results).float(),
                TASK_LOSS.key: results[-1].stats[STAT_OBJECTIVE].float(), "correct": results[-1].stats[STAT_CORRECT]}
-        for k in range(len(lam)):
-            reduced, target = results[k].out, tasks[k].target
-            new_lam, new_mu = aux_update(target, tasks[k].mu, reduced, results[k + 1].grad_in, beta,
-                                         self.elements[k], self.hp.aux_step)
-            lam[k][idx] = new_lam
-            if mu is not None:
-                mu[k][idx] = new_mu
+        for k in range(n_boundaries):
             stats = results[k].stats
             out[VIOLATION.name(k=k + 1)] = (stats[STAT_RESIDUAL_NORM] / stats[STAT_OUT_NORM].clamp_min(1e-12)).float()
         self._account(tasks, results)
         self.step_count += 1
         return out
+
+    def _update_aux(self, idx, tasks, results, beta, lam, mu):
+        """Step 1 (and 2 for AL) of the outer iteration for the batch's rows `idx`."""
+        for k in range(len(lam)):
+            new_lam, new_mu = aux_update(tasks[k].target, tasks[k].mu, results[k].out, results[k + 1].grad_in, beta,
+                                         self.elements[k], self.hp.aux_step)
+            lam[k][idx] = new_lam
+            if mu is not None:
+                mu[k][idx] = new_mu
 
     def _account(self, tasks, results):
         seconds = torch.stack([r.stats[STAT_SECONDS] for r in results])
@@ -236,6 +266,7 @@ class Penalty(Method):
 
     def _start_serial_phase(self):
         """The whole model's optimiser, its schedule continued at the current step of the run."""
+        self.aux.settle()
         self.runner.pull(self.stages)
         self.runner.close()
         self.serial_optim = Optimiser(self.model.parameters(), self.hp, self.ctx.total_steps,
@@ -257,10 +288,14 @@ class Penalty(Method):
         return self.step_stats(logits, batch.y, loss)
 
     def end_epoch(self, epoch):
+        self.aux.settle()
         self._take_cores_back()
         parallel = not self.in_serial_phase()
         metrics = {BETA.key: self.beta, SERIAL_PHASE.key: float(not parallel), AUX_MB.key: self.aux.nbytes / 2**20}
         metrics |= {BETA_SUM.name(k=k + 1): self.beta / d for k, d in enumerate(self.elements)}
+        if epoch == 0:
+            metrics |= {STAGE_BLOCKS.name(k=k + 1): float(stop - start) for k, (start, stop) in enumerate(self.bounds)}
+            metrics[CUT_SECONDS.key] = self.cut_seconds
         if parallel:
             self.runner.pull(self.stages)  # evaluation needs the current parameters here
             comm_s = self.comm_bytes / (self.hp.link_gb_per_s * 1e9)

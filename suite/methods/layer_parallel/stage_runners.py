@@ -5,9 +5,10 @@ compute the same mathematics; only the placement differs.
 
 Distributed layout: this process (the coordinator, rank 0) holds the data and the auxiliary
 variables; worker k (rank k+1) holds stage k's parameters and optimiser. Per outer iteration the
-coordinator sends each stage its input λ_{k−1}, target λ_k (and μ_k, or the labels), the stages
-step concurrently, and each sends back its reduced output and its input gradient. Parameters come
-back to the coordinator only when asked (`pull`, once per epoch, for evaluation).
+coordinator sends each stage its input λ_{k−1}, target λ_k (and μ_k, or the labels) and starts
+them (`launch`), applies the previous iteration's λ/μ update while they compute, then waits for
+each stage's reduced output and input gradient (`collect`). Parameters come back to the
+coordinator only when asked (`pull`, once per epoch, for evaluation).
 
 The batch tensors (λ's, μ's, images, gradients: 8 MB each per boundary for ResNet-20 at batch 128)
 travel through shared-memory buffers allocated once per stage (`StageBuffers`); gloo carries only
@@ -37,9 +38,14 @@ TIMEOUT = datetime.timedelta(seconds=600)
 class LocalStages:
     def __init__(self, solvers: list[StageSolver]):
         self.solvers = solvers
+        self.results: list[StageResult] = []
 
-    def run(self, tasks: list[StageTask]) -> list[StageResult]:
-        return [solver.step(task) for solver, task in zip(self.solvers, tasks)]
+    def launch(self, tasks: list[StageTask]) -> None:
+        """Run every stage's step now (there is nothing to overlap with in one process)."""
+        self.results = [solver.step(task) for solver, task in zip(self.solvers, tasks)]
+
+    def collect(self) -> list[StageResult]:
+        return self.results
 
     def pull(self, modules) -> None:
         return None  # the solvers train the coordinator's own modules
@@ -60,7 +66,11 @@ def _flat_state(module) -> list[torch.Tensor]:
 class StageBuffers:
     """One stage's batch tensors in shared memory, sized for the largest batch: what the
     coordinator writes (input, target, μ, labels) and what the worker writes back (reduced output,
-    input gradient). A step uses the first `batch` rows of each."""
+    input gradient). A step uses the first `batch` rows of each.
+
+    The outputs come in two slots, used by alternate steps: the coordinator applies step t's
+    auxiliary-variable update from slot t mod 2 while the workers write step t+1's into the other.
+    The inputs need one: they are written only while the workers are idle."""
 
     def __init__(self, capacity: int, in_shape: tuple, out_shape: tuple, first: bool, last: bool, has_mu: bool):
         def shared(*shape, dtype=torch.float32):
@@ -70,8 +80,8 @@ class StageBuffers:
         self.target = None if last else shared(*out_shape)
         self.mu = shared(*out_shape) if has_mu and not last else None
         self.y = shared(dtype=torch.int64) if last else None
-        self.out = None if last else shared(*out_shape)
-        self.grad = None if first else shared(*in_shape)
+        self.out = None if last else [shared(*out_shape) for _ in range(2)]
+        self.grad = None if first else [shared(*in_shape) for _ in range(2)]
 
     def task(self, batch: int, beta: float) -> StageTask:
         """The worker's view of a step's inputs."""
@@ -88,17 +98,18 @@ class StageBuffers:
             if src is not None:
                 dst[:batch].copy_(src.detach())
 
-    def put_result(self, result: StageResult) -> None:
+    def put_result(self, result: StageResult, slot: int) -> None:
         batch = (result.out if result.out is not None else result.grad_in).shape[0]
         if result.out is not None:
-            self.out[:batch].copy_(result.out)
+            self.out[slot][:batch].copy_(result.out)
         if result.grad_in is not None:
-            self.grad[:batch].copy_(result.grad_in)
+            self.grad[slot][:batch].copy_(result.grad_in)
 
-    def result(self, batch: int, stats: torch.Tensor) -> StageResult:
-        """The coordinator's view of a step's outputs: valid until the next step overwrites them."""
-        return StageResult(None if self.out is None else self.out[:batch],
-                           None if self.grad is None else self.grad[:batch], stats)
+    def result(self, batch: int, stats: torch.Tensor, slot: int) -> StageResult:
+        """The coordinator's view of a step's outputs: valid until the step after next overwrites
+        the slot."""
+        return StageResult(None if self.out is None else self.out[slot][:batch],
+                           None if self.grad is None else self.grad[slot][:batch], stats)
 
 
 def _worker(rank, world, port, solver_args, buffers: StageBuffers, threads):
@@ -107,10 +118,10 @@ def _worker(rank, world, port, solver_args, buffers: StageBuffers, threads):
     store.set(f"alive{rank}", "1")  # the coordinator waits for this before it builds its group
     pg = _group(port, rank, world, store)
     solver = StageSolver(*solver_args)
-    header = torch.empty(3, dtype=torch.float64)
+    header = torch.empty(4, dtype=torch.float64)
     while True:
         pg.recv([header], 0, TAG_HEADER).wait()
-        cmd, batch, beta = int(header[0]), int(header[1]), float(header[2])
+        cmd, batch, beta, slot = int(header[0]), int(header[1]), float(header[2]), int(header[3])
         if cmd == STOP:
             return
         if cmd == STATE:
@@ -118,7 +129,7 @@ def _worker(rank, world, port, solver_args, buffers: StageBuffers, threads):
                 pg.send([t], 0, TAG_STATE).wait()
             continue
         result = solver.step(buffers.task(batch, beta))
-        buffers.put_result(result)
+        buffers.put_result(result, slot)
         pg.send([result.stats], 0, TAG_STATS).wait()  # also tells the coordinator the buffers are written
 
 
@@ -181,23 +192,31 @@ class ProcessStages:
         self.store, self.procs = start_workers(_worker, worker_args, "stage worker")
         self.pg = _group(self.store.port, 0, len(solver_args) + 1, self.store)
         self.n = len(solver_args)
+        self.slot, self.in_flight = 1, None
 
-    def _header(self, rank: int, cmd: int, batch: int = 0, beta: float = 0.0):
-        return self.pg.send([torch.tensor([cmd, batch, beta], dtype=torch.float64)], rank, TAG_HEADER)
+    def _header(self, rank: int, cmd: int, batch: int = 0, beta: float = 0.0, slot: int = 0):
+        return self.pg.send([torch.tensor([cmd, batch, beta, slot], dtype=torch.float64)], rank, TAG_HEADER)
 
-    def run(self, tasks: list[StageTask]) -> list[StageResult]:
-        """One step of every stage; the results' tensors are views of the shared buffers, valid
-        until the next `run`."""
+    def launch(self, tasks: list[StageTask]) -> None:
+        """Start one step of every stage and return while the workers compute."""
+        self.slot = 1 - self.slot
         works, stats = [], []
         for k in range(self.n):
             self.buffers[k].put_task(tasks[k])
-            works.append(self._header(k + 1, STEP, tasks[k].inp.shape[0], tasks[k].beta))
+            works.append(self._header(k + 1, STEP, tasks[k].inp.shape[0], tasks[k].beta, self.slot))
         for k in range(self.n):
             stats.append(torch.empty(N_STATS, dtype=torch.float64))
             works.append(self.pg.recv([stats[k]], k + 1, TAG_STATS))
+        self.in_flight = (works, stats, [t.inp.shape[0] for t in tasks])
+
+    def collect(self) -> list[StageResult]:
+        """Wait for the launched step; the results' tensors are views of the shared buffers, valid
+        until the step after next (two slots)."""
+        works, stats, batches = self.in_flight
+        self.in_flight = None
         for work in works:
             work.wait()
-        return [self.buffers[k].result(tasks[k].inp.shape[0], stats[k]) for k in range(self.n)]
+        return [self.buffers[k].result(batches[k], stats[k], self.slot) for k in range(self.n)]
 
     def pull(self, modules) -> None:
         """Copy every worker's parameters and buffers into the coordinator's stage modules."""

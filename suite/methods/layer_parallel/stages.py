@@ -2,16 +2,13 @@
 
 Stage k is a contiguous run of blocks; the stem joins stage 1 and the head joins stage K
 (the standard layout of auxiliary-variable methods). The paper's cut points are not available
-[NF]. Two rules [R]: `balance=blocks` (default, deterministic) gives every stage the same
-number of blocks (the first stages take the extra ones); `balance=time` measures one forward+backward of the stem, each block
-and the head on a probe batch and cuts where the slowest stage is fastest (as pipeline
-partitioners do) — the better split on real hardware, but it depends on the machine.
+[NF]. Rules [R]: `balance=blocks` (default, deterministic) gives every stage the same number of
+blocks (the first stages take the extra ones); `balance=time` cuts where the slowest stage is
+fastest on this machine, as pipeline partitioners do (balance.py measures it); `stage_blocks`
+names the cut explicitly.
 """
 
 from __future__ import annotations
-
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -35,6 +32,18 @@ def stage_bounds(n_blocks: int, n_stages: int, costs: list[float] | None = None)
         stop = start + base + (k < extra)
         bounds.append((start, stop))
         start = stop
+    return bounds
+
+
+def bounds_from_blocks(blocks_per_stage: tuple[int, ...], n_blocks: int) -> list[tuple[int, int]]:
+    """The cut that gives stage k `blocks_per_stage[k]` blocks, in order."""
+    if len(blocks_per_stage) < 2 or min(blocks_per_stage) < 1 or sum(blocks_per_stage) != n_blocks:
+        raise UsageError(f"stage_blocks={','.join(map(str, blocks_per_stage))} is not a cut of this model: "
+                         f"give at least 2 stages of at least 1 block each, summing to its {n_blocks} blocks")
+    bounds, start = [], 0
+    for count in blocks_per_stage:
+        bounds.append((start, start + count))
+        start += count
     return bounds
 
 
@@ -69,39 +78,10 @@ def _min_max_cut(costs: list[float], n_stages: int) -> list[tuple[int, int]]:
     return [(0, stop)] + bounds[::-1]
 
 
-def measure_costs(model: StagedModel, in_shape: tuple[int, ...], batch: int, repeats: int = 5) -> list[float]:
-    """Seconds of one forward+backward of the stem, each block and the head, on a random probe batch
-    of `batch` samples, the run's batch size (after one warm-up pass, the median of `repeats`). Parameters receive
-    gradients and are cleared afterwards; BatchNorm running statistics are restored.
-
-    Measured at the run's batch because the parts' shares change with the batch; the warm-up keeps
-    one-time kernel set-up out, and the median keeps a scheduling hiccup from moving the cut (best
-    of 3 at batch 32 was noisy enough that two set-ups of the same ResNet-20 chose different cuts,
-    4|7 and 5|6 parts)."""
-    parts = [model.stem, *model.blocks, model.head]
-    saved = {k: b.clone() for k, b in model.named_buffers()}
-    device = next(model.parameters()).device
-    x, costs = torch.randn(batch, *in_shape, device=device), []
-    for k, part in enumerate(parts):
-        inp = x.detach().requires_grad_(k > 0)
-        seconds = []
-        for _ in range(repeats + 1):
-            t0 = time.perf_counter()
-            out = part(inp)
-            out.float().square().mean().backward()
-            seconds.append(time.perf_counter() - t0)
-        costs.append(statistics.median(seconds[1:]))
-        x = out.detach()
-    model.zero_grad(set_to_none=True)
-    with torch.no_grad():
-        for k, b in model.named_buffers():
-            b.copy_(saved[k])
-    return costs
-
-
-def split_stages(model: StagedModel, n_stages: int, costs: list[float] | None = None) -> list[nn.Sequential]:
-    """Stage modules that share their parameters with `model` (no copies)."""
-    bounds = stage_bounds(len(model.blocks), n_stages, costs)
+def split_stages(model: StagedModel, n_stages: int, bounds: list[tuple[int, int]] | None = None) -> list[nn.Sequential]:
+    """Stage modules that share their parameters with `model` (no copies), cut at `bounds` (block
+    ranges, as `stage_bounds` returns them) or, without, into equal block counts."""
+    bounds = bounds or stage_bounds(len(model.blocks), n_stages)
     stages = []
     for k, (start, stop) in enumerate(bounds):
         parts = ([model.stem] if k == 0 else []) + list(model.blocks[start:stop])

@@ -27,7 +27,12 @@ from collections.abc import Callable
 import torch
 
 from suite.methods.layer_parallel.stage_solver import STAT_SECONDS, StageSolver, StageTask
-from suite.methods.layer_parallel.stages import BoundaryFilter, boundary_shapes, split_stages, stage_bounds
+from suite.methods.layer_parallel.stages import (
+    BoundaryFilter,
+    boundary_shapes,
+    split_stages,
+    stage_bounds,
+)
 from suite.models import StagedModel
 
 Bounds = tuple[tuple[int, int], ...]

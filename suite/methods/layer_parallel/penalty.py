@@ -46,6 +46,7 @@ import torch
 from suite.errors import UsageError
 from suite.methods.base import Method
 from suite.methods.layer_parallel.aux_vars import AuxiliaryVariables, aux_update
+from suite.methods.layer_parallel.balance import time_balanced_bounds
 from suite.methods.layer_parallel.stage_runners import LocalStages, ProcessStages
 from suite.methods.layer_parallel.stage_solver import (
     STAT_CORRECT,
@@ -56,7 +57,6 @@ from suite.methods.layer_parallel.stage_solver import (
     StageSolver,
     StageTask,
 )
-from suite.methods.layer_parallel.balance import time_balanced_bounds
 from suite.methods.layer_parallel.stages import (
     BoundaryFilter,
     boundary_shapes,

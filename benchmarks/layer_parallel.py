@@ -29,6 +29,9 @@ from suite.methods import Context
 from suite.methods.layer_parallel.penalty import Penalty, PenaltyHParams
 from suite.models import build_model
 
+REPEATS, WARMUP = 7, 1  # interleaved timed epochs per placement, and untimed ones before them
+CEILING_PAIRS = 3
+
 
 def setup(data, model_name: str, stages: int, distributed: bool, stage_blocks: tuple[int, ...] = ()) -> Penalty:
     torch.manual_seed(0)
@@ -64,7 +67,8 @@ def _busy(steps: int, batch: int, start, done) -> None:
     done.put(time.perf_counter() - t0)
 
 
-def concurrency_ceiling(processes: int, batch: int, steps: int = 10, repeats: int = 3) -> tuple[float, float, float]:
+def concurrency_ceiling(processes: int, batch: int, steps: int = 10,
+                        repeats: int = CEILING_PAIRS) -> tuple[float, float, float]:
     """Throughput of `processes` independent copies of the same one-thread work run at once over
     one copy alone (each measured from a common start, after a warm-up step), `repeats` pairs
     alternated: (median, lowest, highest) of the pairs' ratios — one pair alone read anywhere from
@@ -103,7 +107,7 @@ def main(model_name: str = "resnet20", stages: int = 2, steps: int = 10, batch: 
                     method.train_step(b)
             return fn
 
-        t = time_interleaved({k: epoch(m) for k, m in methods.items()}, repeats=7, warmup=1)
+        t = time_interleaved({k: epoch(m) for k, m in methods.items()}, repeats=REPEATS, warmup=WARMUP)
         images = steps * batch
         for name, seconds in t.items():
             print(f"  {name:>12s}: {images / seconds:7.1f} images/s ({seconds:.2f} s for {steps} steps)")
@@ -117,7 +121,7 @@ def main(model_name: str = "resnet20", stages: int = 2, steps: int = 10, batch: 
         ratio = t["1 process"] / t[f"{stages} processes"]
         parallel = methods[f"{stages} processes"]
         slowdown = parallel.stage_seconds / split
-        steps_run = (7 + 1) * steps
+        steps_run = (REPEATS + WARMUP) * steps  # every step since set-up, each placement
         step_ms = 1e3 * t[f"{stages} processes"] / steps
         critical_ms = 1e3 * parallel.critical_seconds / steps_run
         print(f"  {stages} processes: each stage's compute side by side / alone "
@@ -125,7 +129,7 @@ def main(model_name: str = "resnet20", stages: int = 2, steps: int = 10, batch: 
               + f"; per step {step_ms:.0f} ms, of which the slowest stage's compute {critical_ms:.0f} ms "
               f"(the rest: the coordinator's work and the transfers)")
         ceiling, low, high = concurrency_ceiling(stages, batch)
-        print(f"  bounds: machine concurrency ceiling {ceiling:.2f} [{low:.2f}–{high:.2f} over 3 pairs] ({stages} "
+        print(f"  bounds: machine concurrency ceiling {ceiling:.2f} [{low:.2f}–{high:.2f} over {CEILING_PAIRS} pairs] ({stages} "
               f"independent 1-thread processes / 1), stage balance {float(split.sum() / split.max()):.2f} "
               f"(1 / largest stage share)")
         report_ratio(f"penalty parallel phase: {stages} processes / 1 process throughput ({model_name})",

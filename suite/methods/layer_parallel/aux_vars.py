@@ -58,7 +58,7 @@ class AuxiliaryVariables:
     def __init__(self, n_samples: int, stored_shapes: list[tuple[int, ...]], multipliers: bool):
         self._lam = [torch.zeros(n_samples, *s) for s in stored_shapes]
         self._mu = [torch.zeros(n_samples, *s) for s in stored_shapes] if multipliers else None
-        self._pending: tuple[torch.Tensor, Callable[[], None]] | None = None
+        self._pending: tuple[torch.Tensor, Callable[[list, list | None], None]] | None = None
         self.initialised = False
 
     @property

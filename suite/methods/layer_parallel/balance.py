@@ -26,7 +26,12 @@ from collections.abc import Callable
 
 import torch
 
-from suite.methods.layer_parallel.stage_solver import STAT_SECONDS, StageSolver, StageTask
+from suite.methods.layer_parallel.stage_solver import (
+    STAT_SECONDS,
+    StageSolver,
+    StageTask,
+    solver_args,
+)
 from suite.methods.layer_parallel.stages import (
     BoundaryFilter,
     boundary_shapes,
@@ -116,8 +121,8 @@ class StageStepTimer:
         stages = split_stages(copy.deepcopy(self.model), len(bounds), list(bounds))
         filters = [BoundaryFilter(self.hp.ds_stride, s) for s in boundary_shapes(stages, self.in_shape, device)]
         n = len(stages)
-        solvers = [StageSolver(stage, k, n, self.hp, 1000, 100, filters[k - 1] if k else None,
-                               filters[k] if k < n - 1 else None) for k, stage in enumerate(stages)]
+        # a long schedule, so the few timed steps run at the initial rate (the rate does not change the cost)
+        solvers = [StageSolver(*args) for args in solver_args(stages, filters, self.hp, 1000, 100)]
         shapes = [self.in_shape] + [f.stored_shape for f in filters]
 
         def rand(k):

@@ -56,6 +56,7 @@ from suite.methods.layer_parallel.stage_solver import (
     STAT_SECONDS,
     StageSolver,
     StageTask,
+    solver_args,
 )
 from suite.methods.layer_parallel.stages import (
     BoundaryFilter,
@@ -156,9 +157,7 @@ class Penalty(Method):
         self.serial_epochs = round(self.hp.serial_share * ctx.epochs)
         self.parallel_epochs = ctx.epochs - self.serial_epochs
         # the stages follow the first part of the run's one schedule (see the module docstring)
-        args = [(stage, k, len(self.stages), self.hp, ctx.total_steps, ctx.steps_per_epoch,
-                 self.filters[k - 1] if k else None, self.filters[k] if k < len(self.filters) else None)
-                for k, stage in enumerate(self.stages)]
+        args = solver_args(self.stages, self.filters, self.hp, ctx.total_steps, ctx.steps_per_epoch)
         if self.hp.distributed and self.parallel_epochs:
             in_shapes = [tuple(ctx.data.input_shape)] + stored
             shapes = [(in_shapes[k], stored[k] if k < len(stored) else ()) for k in range(len(self.stages))]

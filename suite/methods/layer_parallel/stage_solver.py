@@ -83,3 +83,12 @@ class StageSolver:
         seconds = time.perf_counter() - t0
         return StageResult(None if reduced is None else reduced.detach(), grad_in,
                            torch.tensor([objective.item(), correct, seconds, r_norm, out_norm], dtype=torch.float64))
+
+
+def solver_args(stages: list[nn.Module], filters: list, hp, total_steps: int, steps_per_epoch: int) -> list[tuple]:
+    """`StageSolver` arguments for every stage: stage k reads through boundary k−1's filter and
+    writes through boundary k's (the first stage has no input filter, the last no output one).
+    Tuples, not solvers, because the distributed runner builds the solvers in its workers."""
+    n = len(stages)
+    return [(stage, k, n, hp, total_steps, steps_per_epoch, filters[k - 1] if k else None,
+             filters[k] if k < n - 1 else None) for k, stage in enumerate(stages)]

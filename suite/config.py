@@ -16,29 +16,50 @@ from typing import Any
 from suite.errors import UsageError, lookup
 from suite.params import apply_overrides, hashed_fields, keys_of, param
 
+# Upper bounds of the run settings, far above any real budget, so that a mistyped value is an
+# error before a run starts. Sizes are also checked against the dataset (`suite.data.split_sizes`:
+# a size setting may ask for at most what the data it is drawn from holds).
+MAX_EPOCHS = 100_000
+MAX_SAMPLES = 100_000_000  # samples of a split or a batch; ImageNet's training set has 1.28M
+MAX_STEPS = 100_000_000
+MAX_THREADS = 1024
+
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = param(3, "training epochs", low=1)
-    batch_size: int = param(128, "training batch size", low=1)
-    eval_batch_size: int = param(1000, "batch size for evaluation (off the clock)", low=1)
-    train_subset: int = param(0, "use the first N training samples of a fixed permutation; 0 = all", low=0)
-    train_fraction: float = param(1.0, "fraction of the (subset) training set, for small-data studies",
-                                  low=0.0, low_open=True, high=1.0)
-    test_subset: int = param(0, "evaluate on the first N test samples; 0 = all", low=0)
+    epochs: int = param(3, "training epochs", low=1, high=MAX_EPOCHS)
+    batch_size: int = param(128, "training batch size: at most the training subset (train_subset, else "
+                            "the whole training split); a batch bigger than the training split left "
+                            "after the validation/probe/train_fraction cuts trains on all of it in "
+                            "every step, with a warning", low=1, high=MAX_SAMPLES)
+    eval_batch_size: int = param(1000, "batch size for evaluation (off the clock)", low=1, high=MAX_SAMPLES)
+    train_subset: int = param(0, "use the first N training samples of a fixed permutation, at most the "
+                              "dataset's training images; 0 = all", low=0, high=MAX_SAMPLES)
+    train_fraction: float = param(1.0, "fraction of the (subset) training set left after the validation "
+                                  "and probe splits, for small-data studies; it must keep at least one "
+                                  "image", low=0.0, low_open=True, high=1.0)
+    test_subset: int = param(0, "evaluate on the first N test samples, at most the dataset's test "
+                             "images; 0 = all", low=0, high=MAX_SAMPLES)
     val_fraction: float = param(0.0, "hold out this fraction of the training set as validation", low=0.0, high=0.5)
     augment: str = param("auto", "batch augmentation; auto = crop+flip for CIFAR, none otherwise",
                          choices=("auto", "none", "crop", "crop-flip"))
     channels_last: bool = param(True, "channels_last memory format for 4-D inputs (faster convs on CPU)")
     device: str = param("auto", "auto = cuda when available", choices=("auto", "cpu", "cuda"))
-    check_every: int = param(25, "steps per divergence check (one sync per window, not per step)", low=1)
+    check_every: int = param(25, "steps per divergence check (one sync per window, not per step)", low=1,
+                             high=MAX_STEPS)
     diverge_factor: float = param(10.0, "a run is `diverged` when a check window's mean training loss "
                                   "exceeds this multiple of the first window's mean (or any loss is "
                                   "non-finite); 0 = only non-finite losses", low=0.0)
     threads: int = param(1, "intra-op CPU threads of the run, fixed for its whole life (accuracy "
-                         "depends on it: reductions are summed in a thread-count-dependent order)", low=1)
+                         "depends on it: reductions are summed in a thread-count-dependent order)", low=1,
+                         high=MAX_THREADS)
     probe_samples: int = param(256, "training samples held out as the probe split for methods' "
-                               "diagnostics (at most a tenth of the training set)", low=0)
+                               "diagnostics, at most a tenth of the training images the validation split "
+                               "leaves: from the defaults or a profile it means up to N (256: a smaller "
+                               "training set gets a tenth); set by the cell (--set, an experiment's "
+                               "grid) it must be at most a tenth of the training subset, else an error "
+                               "(a validation split may then leave room for fewer, with a warning). "
+                               "0 = no probe split", low=0, high=MAX_SAMPLES)
     init: str = param("default", "weight initialisation: the model's own (default) or Xavier-uniform "
                       "weights and zero biases on every conv/linear layer (BioTorch's configs)",
                       choices=("default", "xavier"))

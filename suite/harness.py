@@ -63,7 +63,10 @@ def pick_device(name: str) -> torch.device:
 def prepare(cfg: RunConfig, data_root=None):
     """Everything that can fail on bad input, before anything is logged."""
     device = pick_device(cfg.train.device)
-    data = build_data(cfg.cell.dataset, cfg.train, device, data_root)
+    # a size the data cannot give is an error naming the limit (suite/data/__init__.py); the
+    # settings the cell names itself are requests, the rest (defaults, profile) may be caps
+    data = build_data(cfg.cell.dataset, cfg.train, device, data_root,
+                      requested={key for key, _ in cfg.cell.overrides})
     torch.manual_seed(init_seed(cfg.cell.seed, cfg.cell.model))
     model = initialise(build_model(cfg.cell.model, data.input_shape, data.num_classes), cfg.train.init).to(device)
     if cfg.train.channels_last and len(data.input_shape) == 3:
@@ -101,6 +104,8 @@ def _run_claimed(cell: Cell, cfg: RunConfig, tracker: Tracker, data_root, progre
         return CellResult(cell, "busy" if tracker.completed(cfg.cell_hash) is None else "cached")
     handle.log_params(cfg.flat_params())
     handle.log_json("config.json", cfg.as_dict())
+    if data.notes:  # a size cap that bound (suite.data's rule): the run says what it used
+        handle.set_tags({f"data_note.{i}": note for i, note in enumerate(data.notes)})
     try:
         reason = method.skip_reason(model, data.training_view())
         if reason:

@@ -194,12 +194,11 @@ def validate(obj, owner: str) -> None:
         if isinstance(value, float) and not math.isfinite(value):
             raise UsageError(f"{owner}: '{f.name}'={value} is not a finite number")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if low is not None and (value < low or (meta.get("low_open") and value == low)):
-                bound = f"> {low}" if meta.get("low_open") else f">= {low}"
-                raise UsageError(f"{owner}: '{f.name}'={value} is out of range; it must be {bound}"
-                                 + (f" and <= {high}" if high is not None else ""))
-            if high is not None and value > high:
-                raise UsageError(f"{owner}: '{f.name}'={value} is out of range; it must be <= {high}")
+            too_low = low is not None and (value < low or (meta.get("low_open") and value == low))
+            if too_low or (high is not None and value > high):
+                bounds = ([f"> {low}" if meta.get("low_open") else f">= {low}"] if low is not None else []) \
+                    + ([f"<= {high}"] if high is not None else [])
+                raise UsageError(f"{owner}: '{f.name}'={value} is out of range; it must be {' and '.join(bounds)}")
 
 
 def describe(cls) -> list[tuple[str, Any, str]]:

@@ -145,6 +145,8 @@ class DataBundle(TrainingData):
     """Everything a cell needs from a dataset: the training view plus the test split, which only
     the harness reads. Methods get `training_view()`."""
 
+    notes: tuple[str, ...] = ()  # caps of the size settings that bound (`suite.data.split_sizes`)
+
     def __init__(self, spec, train: Split, test: Split, val: Split | None, probe: Split | None = None,
                  **batching):
         super().__init__(spec, train, val, probe, **batching)

@@ -8,12 +8,16 @@ after the single-process ones, and Slurm jobs ask for K CPUs (or GPUs) per task.
 Scheduling never changes what a cell computes: each run fixes its own intra-op thread count
 (the run setting `threads`), so `--jobs 1` and `--jobs N` give bitwise-identical results; `--jobs`
 only decides how many cells run at once. When the command is interrupted or terminated, the
-pool's workers are terminated with it (their runs end as `killed`).
+pool's workers are terminated with it (their runs end as `killed`); when it is SIGKILLed, the
+kernel ends them (`_pool_worker_init`; their runs are marked `killed` by the next claim of the
+cell, which finds their pid dead).
 """
 
 from __future__ import annotations
 
 import functools
+import os
+import signal
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -24,6 +28,7 @@ from suite.config import Cell, resolve
 from suite.harness import CellResult
 from suite.methods import METHODS
 from suite.progress import GridProgress
+from suite.shutdown import die_with_parent, parent_of
 
 EXECUTORS = ("inprocess", "pool", "slurm", "submitit-local")
 
@@ -56,6 +61,22 @@ def terminate_as_interrupt() -> None:
     import threading
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
+def _pool_worker_init(command: int) -> None:
+    """A pool worker's initializer: SIGTERM as Ctrl-C (`terminate_as_interrupt`), and an end with
+    the command (pid `command`) even when it is SIGKILLed: SIGKILL when the worker's parent, the
+    fork server, dies, which it does with the command (`_start_fork_server`). Should either have
+    died before prctl ran, the worker exits now: its parent is then neither the command nor a
+    child of it.
+
+    PR_SET_PDEATHSIG fires when the parent *thread* exits: a worker is forked by the fork server's
+    only thread, whichever thread of the command asks for it (the executor's manager thread starts
+    the replacements), so nothing but the fork server's end fires it. (Spawn, where the asking
+    thread would be the parent, is used only where there is no fork server: never on Linux.)"""
+    terminate_as_interrupt()
+    if die_with_parent(signal.SIGKILL) and command not in (os.getppid(), parent_of(os.getppid())):
+        os._exit(128 + signal.SIGKILL)
 
 
 def run_cells(cells: Sequence[Cell], tracking_uri: str, *, executor: str = "inprocess", jobs: int = 1,
@@ -125,8 +146,10 @@ def estimated_cost(cell: Cell) -> float:
     return cfg.train.epochs * samples * _forward_flops(cell.model, cell.dataset) * method.relative_cost(cfg.hparams)
 
 
-# what a pool worker needs imported: torch, mlflow, the harness (a few seconds on 2 cores)
-POOL_PRELOAD = ["suite.harness", "suite.executors"]
+# what a pool worker needs imported: torch, mlflow, the harness (a few seconds on 2 cores); first
+# suite.shutdown, which is quick to import and arms the fork server's parent-death signal
+# (`_start_fork_server`) before the rest
+POOL_PRELOAD = ["suite.shutdown", "suite.harness", "suite.executors"]
 
 
 def _pool_context():
@@ -140,13 +163,37 @@ def _pool_context():
     return ctx
 
 
+def _start_fork_server() -> None:
+    """Start the fork server (`_pool_context` must have set its preload list) unless it runs.
+
+    Started from the main thread, it gets SIGKILL when this process dies, SIGKILL included (its
+    workers then get theirs: `_pool_worker_init`): the environment variable set around its start
+    tells its first preloaded module, suite.shutdown, to call `die_with_parent` (and is dropped
+    there, so its workers do not inherit it). Not from another thread: PR_SET_PDEATHSIG fires when
+    the parent *thread* exits, and the fork server outlives the thread that needed it first.
+    Unarmed, the fork server would outlive a SIGKILLed command as long as a worker of it runs:
+    it ends only when every copy of its "alive" pipe is closed, and its workers hold one each."""
+    import threading
+    from multiprocessing import forkserver
+
+    from suite.shutdown import FORK_SERVER_PARENT
+
+    armed = threading.current_thread() is threading.main_thread()
+    if armed:
+        os.environ[FORK_SERVER_PARENT] = str(os.getpid())
+    try:
+        forkserver.ensure_running()
+    finally:
+        if armed:
+            os.environ.pop(FORK_SERVER_PARENT, None)
+
+
 def warm_up(executor: str, jobs: int) -> None:
     """Start the pool's fork server now, so its imports overlap what the caller does before
     `run_cells` (grid validation, store set-up) instead of delaying the first cell."""
     if executor == "pool" and jobs > 1 and "forkserver" in get_all_start_methods():
-        from multiprocessing import forkserver
         _pool_context()
-        forkserver.ensure_running()
+        _start_fork_server()
 
 
 def _pool(cells, uri, jobs, data_root, done):
@@ -157,8 +204,11 @@ def _pool(cells, uri, jobs, data_root, done):
     # memory when the cell ends (allocator caches of a large cell, e.g. the auxiliary-variable
     # initialisation of penalty/AL, would otherwise stay with the worker for the rest of the grid;
     # two workers reached 12 GB each on the quick profile)
-    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=_pool_context(), initializer=terminate_as_interrupt,
-                               max_tasks_per_child=1)
+    ctx = _pool_context()
+    if ctx.get_start_method() == "forkserver":
+        _start_fork_server()  # here, not on demand from the executor's manager thread: see there
+    pool = ProcessPoolExecutor(max_workers=jobs, mp_context=ctx, initializer=_pool_worker_init,
+                               initargs=(os.getpid(),), max_tasks_per_child=1)
     try:
         futures = [pool.submit(_run_one, c, uri, data_root) for c in single]
         for fut in as_completed(futures):

@@ -131,6 +131,8 @@ def test_ui_binds_to_localhost_by_default(monkeypatch):
     calls = []
 
     class FakeServer:
+        pid = 0
+
         def __init__(self, cmd, **kwargs):
             calls.append(cmd)
 
@@ -139,6 +141,7 @@ def test_ui_binds_to_localhost_by_default(monkeypatch):
 
     monkeypatch.setattr(cli.subprocess, "Popen", FakeServer)
     monkeypatch.setattr(shutdown, "end_group", lambda server: None)
+    monkeypatch.setattr(shutdown, "group_watchdog", lambda pgid: None)
     assert cli.main(["ui"]) == 0
     cmd = calls[0]
     assert cmd[cmd.index("--host") + 1] == "127.0.0.1"

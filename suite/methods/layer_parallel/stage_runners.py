@@ -29,6 +29,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from suite.methods.layer_parallel.stage_solver import N_STATS, StageResult, StageSolver, StageTask
+from suite.shutdown import dying_with_this_process
 
 STOP, STEP, STATE = 0, 1, 2
 TAG_HEADER, TAG_STATS, TAG_STATE = range(3)
@@ -137,13 +138,19 @@ def start_workers(target, worker_args: list[tuple], what: str) -> tuple:
     """Spawn one process per entry of `worker_args`, running target(rank, world, port, *args) with
     ranks 1..K (this process is rank 0), and wait until each has joined the store. A worker that
     dies while starting (its import or set-up failed) fails this at once instead of blocking in
-    the group's rendezvous until the timeout. Returns (store, processes)."""
+    the group's rendezvous until the timeout. Returns (store, processes).
+
+    Each worker gets SIGKILL when this process dies, however it dies (`dying_with_this_process`;
+    daemon=True covers only a normal exit). Strictly, when the *thread* that spawned it exits
+    (PR_SET_PDEATHSIG): that is the thread that runs the cell (the main thread under `bpsuite`),
+    which stops the workers (`close`) before it goes on, so only an abnormal end fires it."""
     world = len(worker_args) + 1
     store = dist.TCPStore("127.0.0.1", 0, world, True, timeout=TIMEOUT, wait_for_workers=False)
     ctx = mp.get_context("spawn")
     procs = []
     for k, args in enumerate(worker_args):
-        proc = ctx.Process(target=target, args=(k + 1, world, store.port, *args), daemon=True)
+        entry, entry_args = dying_with_this_process(target, (k + 1, world, store.port, *args))
+        proc = ctx.Process(target=entry, args=entry_args, daemon=True)
         proc.start()
         procs.append(proc)
     keys = [f"alive{k + 1}" for k in range(len(procs))]

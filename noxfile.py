@@ -94,7 +94,8 @@ def figures(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def ui(session: nox.Session) -> None:
-    """MLflow UI on http://127.0.0.1:5000 over the runs in ./mlruns.db."""
+    """MLflow UI on http://127.0.0.1:5000 over the runs in ./mlruns.db, else the committed runs
+    (results/mlruns.db); `nox -s ui -- --tracking-uri sqlite:///PATH` for another store."""
     suite_env(session)
     run(session, "bpsuite", "ui", *session.posargs)
 

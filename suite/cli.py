@@ -12,6 +12,9 @@ from pathlib import Path
 from suite.errors import UsageError, lookup
 
 LISTABLE = ("methods", "metrics", "models", "datasets", "experiments", "profiles")
+# a rerun's own tables and figures, beside (never over) the committed results/ and paper_figures/
+REPRODUCED_RESULTS = "reproduced/results"
+REPRODUCED_FIGURES = "reproduced/paper_figures"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,8 +53,12 @@ def build_parser() -> argparse.ArgumentParser:
     rep.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per worker")
     rep.add_argument("--slurm-array-parallelism", type=int, default=32)
     rep.add_argument("--no-report", action="store_true")
-    rep.add_argument("--results-dir", default="results")
-    rep.add_argument("--figures-dir", default="paper_figures")
+    rep.add_argument("--results-dir", default=REPRODUCED_RESULTS,
+                     help=f"where the report's tables go (default {REPRODUCED_RESULTS}: a rerun never "
+                          f"touches the committed results/; `nox -s figures` rebuilds those)")
+    rep.add_argument("--figures-dir", default=REPRODUCED_FIGURES)
+    rep.add_argument("--force", action="store_true",
+                     help="let the report replace tables built from more runs than this grid can give")
     rep.add_argument("--settings", default="tuned", choices=("defaults", "tuned"),
                      help="tuned (default): cells with an entry in baselines/tuned-settings.json run at its "
                           "settings (experiments that opt in: summary); defaults: never")
@@ -66,6 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
     rpt.add_argument("--seeds", type=int, default=1)
     rpt.add_argument("--results-dir", default="results")
     rpt.add_argument("--figures-dir", default="paper_figures")
+    rpt.add_argument("--force", action="store_true",
+                     help="replace tables even when the store holds fewer runs than they were built from")
     rpt.add_argument("--settings", default="tuned", choices=("defaults", "tuned"),
                      help="tuned (default): cells with an entry in baselines/tuned-settings.json run at its "
                           "settings (experiments that opt in: summary); defaults: never")
@@ -91,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "MLflow store)")
     tun.add_argument("--results-dir", default="results")
     tun.add_argument("--figures-dir", default="paper_figures")
+    tun.add_argument("--force", action="store_true",
+                     help="let the report replace a tuning table that holds more studies than this call plans")
     tracking_args(tun)
     data_args(tun)
 
@@ -119,6 +130,14 @@ def main(argv: list[str] | None = None) -> int:
         except UsageError as err:
             print(f"bpsuite: error: {err}", file=sys.stderr)
             return 2
+        except Exception as err:
+            from suite.store import store_problem
+            problem = store_problem(err)
+            if problem is None:
+                raise
+            print(f"bpsuite: error: {problem}. Runs already logged are unchanged (SQLite rolls a failed "
+                  f"write back); a cell cut short is redone by the next call.", file=sys.stderr)
+            return 1
         except KeyboardInterrupt:
             signum = received_signal() or signal.SIGINT
             print(f"bpsuite: stopped by {signal.Signals(signum).name}", file=sys.stderr)
@@ -188,8 +207,9 @@ def cmd_list(args) -> int:
 
 def cmd_migrate(args) -> int:
     from suite.migrate import migrate_metric_keys
-    from suite.tracking import default_uri
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    from suite.store import check_store_to_write
+    uri = _tracking_uri(args, write=False)
+    check_store_to_write(uri)
     renamed = migrate_metric_keys(uri)
     for key, runs in sorted(renamed.items()):
         print(f"{key:<34} renamed in {runs} run(s)")
@@ -197,9 +217,13 @@ def cmd_migrate(args) -> int:
     return 0
 
 
-def _tracking_uri(args) -> str:
+def _tracking_uri(args, write: bool = True) -> str:
+    """The command's store, checked before any compute: its form, and that it can be written
+    (`write`) or exists as an MLflow store to read."""
+    from suite.store import check_store_to_read, check_store_to_write
     from suite.tracking import check_reachable, default_uri
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_uri()
+    (check_store_to_write if write else check_store_to_read)(uri)
     check_reachable(uri)
     return uri
 
@@ -234,21 +258,24 @@ def _selected(names):
 def validate_grid(cells, data_root) -> None:
     """Everything that can be checked before compute: names, overrides, data files, model/method fit."""
     from suite.config import resolve
-    from suite.data import DATASETS, default_root
+    from suite.data import DATASETS, default_root, split_sizes
     from suite.data.sources import load_split
     from suite.methods import METHODS
     from suite.models import build_model
 
     configs = [resolve(c) for c in cells]
+    sizes = {}  # dataset -> (training images, test images)
     for name in sorted({c.dataset for c in cells}):
-        for train in (True, False):
-            load_split(DATASETS[name], default_root(data_root), train)
+        sizes[name] = tuple(len(load_split(DATASETS[name], default_root(data_root), train)[1])
+                            for train in (True, False))
     checked = set()
     for cfg in configs:
         key = (cfg.cell.method, cfg.cell.model, cfg.cell.dataset, cfg.hparams, cfg.train)
         if key in checked:
             continue
         checked.add(key)
+        # sizes the data cannot give (the rule: suite.data), before any store is created
+        split_sizes(cfg.cell.dataset, cfg.train, *sizes[cfg.cell.dataset], {k for k, _ in cfg.cell.overrides})
         spec = DATASETS[cfg.cell.dataset]
         model = build_model(cfg.cell.model, spec.input_shape, spec.num_classes)
         METHODS[cfg.cell.method](cfg.hparams).reject_settings(model, cfg.train)
@@ -261,36 +288,93 @@ def cmd_reproduce(args) -> int:
 
     if args.seeds < 1 or args.jobs < 1:
         raise UsageError("--seeds and --jobs must be at least 1")
+    executor = args.executor or ("pool" if args.jobs > 1 else "inprocess")
+    check_executor(executor)
     experiments = _selected(args.experiments)
     cells = list(dict.fromkeys(c for exp in experiments for c in exp.cells(args.profile, args.seeds)))
-    executor = args.executor or ("pool" if args.jobs > 1 else "inprocess")
+    uri = _tracking_uri(args)
+    if not args.no_report:
+        _check_report_outputs(args, experiments, uri)
     warm_up(executor, args.jobs)  # starts no compute: pool workers' imports overlap the validation
     validate_grid(cells, args.data_root)
-    uri = _tracking_uri(args)
-    Tracker(uri)  # creates the store once, before workers race to do it
+    tracker = Tracker(uri)  # creates the store once, before workers race to do it
+    cached = cached_cells(tracker, cells)
+    if cached:  # recognised here, not by starting a worker per cell
+        print(f"reproduce: {len(cached)} of {len(cells)} cell(s) already complete in the store (cached)")
+        cells = [c for c in cells if c not in cached]
     slurm = SlurmOptions(args.slurm_partition, args.slurm_time, args.slurm_gpus, args.slurm_array_parallelism)
     print(f"reproduce: {len(experiments)} experiment(s), {len(cells)} cell(s), profile {args.profile}, "
           f"executor {executor}")
     results = run_cells(cells, uri, executor=executor, jobs=args.jobs, data_root=args.data_root, slurm=slurm,
-                        progress=True)
-    counts: dict[str, int] = {}
+                        progress=True) if cells else []
+    counts: dict[str, int] = {"cached": len(cached)} if cached else {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
         if r.status in ("failed", "diverged", "skipped"):
             print(f"  {r.cell.label}: {r.status}: {(r.reason or '').splitlines()[-1] if r.reason else ''}")
     print("cells: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if not args.no_report:
-        _report(experiments, args.profile, args.seeds, uri, args.results_dir, args.figures_dir)
+        _report(experiments, args.profile, args.seeds, uri, args.results_dir, args.figures_dir, args.force)
     print(f"\nResults: {Path(args.results_dir).resolve()}  figures: {Path(args.figures_dir).resolve()}\n"
           f"Browse the runs: nox -s ui  (or: bpsuite ui --tracking-uri {uri})")
     return 1 if counts.get("failed") else 0
 
 
-def _report(experiments, profile, seeds, uri, results_dir, figures_dir) -> None:
+def cached_cells(tracker, cells) -> set:
+    """The cells that already have a complete run in the store: one query for the whole grid."""
+    from suite.config import resolve
+    from suite.tracking import COMPLETE
+
+    hashes = {resolve(c).cell_hash: c for c in cells}
+    runs = tracker.runs_frame(sorted(hashes))
+    if runs.empty:
+        return set()
+    done = set(runs.loc[runs["status"].isin(COMPLETE), "cell_hash"])
+    return {cell for h, cell in hashes.items() if h in done}
+
+
+def check_executor(executor: str) -> None:
+    """An unknown executor, or Slurm where this machine cannot submit to it, before any compute."""
+    import shutil
+
+    from suite.executors import EXECUTORS
+    if executor not in EXECUTORS:
+        from suite.errors import unknown_name
+        raise unknown_name("executor", executor, EXECUTORS)
+    if executor == "slurm" and not shutil.which("sbatch"):
+        raise UsageError("--executor slurm needs Slurm's `sbatch` on PATH, and this machine has none; run on a "
+                         "Slurm login node, or use --executor pool --jobs N here (submitit-local tests the "
+                         "Slurm path locally)")
+
+
+def _check_report_outputs(args, experiments, uri) -> None:
+    """Before a grid trains: the report's folders can be written, and the report will not have to
+    replace tables built from more runs than this grid has cells (that would fail after compute)."""
+    from suite.outputs import check_output_dir
+    from suite.report import recorded_runs
+
+    check_output_dir(args.results_dir, "--results-dir")
+    check_output_dir(args.figures_dir, "--figures-dir")
+    before = recorded_runs(Path(args.results_dir))
+    fewer = [(exp.name, len(exp.cells(args.profile, args.seeds)), before[exp.name]) for exp in experiments
+             if exp.report is not None and len(exp.cells(args.profile, args.seeds)) < before.get(exp.name, 0)]
+    if fewer and not args.force:
+        lines = "; ".join(f"{name}: {n} cell(s), the tables hold {was} run(s)" for name, n, was in fewer)
+        raise UsageError(f"this grid's report would replace tables in {args.results_dir} with ones built from "
+                         f"fewer runs ({lines}). Nothing was run. Write elsewhere with --results-dir DIR "
+                         f"--figures-dir DIR, or pass --force to replace them")
+
+
+def _report(experiments, profile, seeds, uri, results_dir, figures_dir, force=False) -> None:
+    from suite.outputs import check_output_dir
     from suite.report import build_report, write_index
     from suite.tracking import Tracker
 
-    contexts = build_report(experiments, profile, Tracker(uri), seeds, Path(results_dir), Path(figures_dir))
+    check_output_dir(results_dir, "--results-dir")
+    check_output_dir(figures_dir, "--figures-dir")
+    # read-only: a report cannot change the store it reads (nor create one from a mistyped path)
+    contexts = build_report(experiments, profile, Tracker(uri, read_only=True), seeds, Path(results_dir),
+                            Path(figures_dir), force=force)
     write_index(contexts, Path(results_dir), Path(figures_dir))
     for ctx in contexts:
         print(f"  {ctx.name}: {len(ctx.runs)} runs -> " + ", ".join(str(p) for p in ctx.written if p.suffix != ".csv"))
@@ -303,8 +387,8 @@ def cmd_report(args) -> int:
         from suite.errors import unknown_name
         raise unknown_name("profile", args.profile, [*PROFILES, BEST])
     _use_settings(args)
-    _report(_selected(args.experiments), args.profile, args.seeds, _tracking_uri(args), args.results_dir,
-            args.figures_dir)
+    _report(_selected(args.experiments), args.profile, args.seeds, _tracking_uri(args, write=False),
+            args.results_dir, args.figures_dir, args.force)
     return 0
 
 
@@ -313,9 +397,27 @@ def _use_settings(args) -> None:
     select(args.settings)
 
 
+def _check_tuning_table(table: Path, studies: int, force: bool) -> None:
+    """`tune`'s report is written from this call's studies alone: a call with fewer studies (e.g.
+    `--methods bp`) would replace a table of more, so that needs `force`, like `report`."""
+    if force or not table.exists():
+        return
+    import pandas as pd
+    try:
+        rows = len(pd.read_csv(table))
+    except (ValueError, OSError):
+        return  # not a table this suite wrote: nothing of value is lost by replacing it
+    if studies < rows:
+        raise UsageError(f"this call plans {studies} studies, and its report would replace {table}, which "
+                         f"holds {rows}. Nothing was run. Write elsewhere with --results-dir DIR --figures-dir "
+                         f"DIR, or pass --force to replace it")
+
+
 def cmd_tune(args) -> int:
     import time
 
+    from suite.outputs import check_output_dir, check_output_file
+    from suite.store import check_storage
     from suite.tracking import Tracker
     from suite.tuning import settings
     from suite.tuning.plan import plan
@@ -326,12 +428,18 @@ def cmd_tune(args) -> int:
     def names(text):
         return [n.strip() for n in text.split(",") if n.strip()] if text else None
 
-    planned = plan(args.experiment, args.profile, trials=args.trials, seed=args.seed, sampler=args.sampler,
-                   val_fraction=args.val_fraction, changes=parse_spaces(args.space), methods=names(args.methods),
-                   models=names(args.models), data_root=args.data_root)
     uri = _tracking_uri(args)
     storage = args.storage or default_storage(uri)
     path = Path(args.settings_file).expanduser().resolve() if args.settings_file else settings.TUNED_SETTINGS
+    check_storage(storage)
+    check_output_file(path, "--settings-file")
+    settings.load(path)  # an existing file must be a tuned-settings file: checked now, not after the studies
+    check_output_dir(args.results_dir, "--results-dir")
+    check_output_dir(args.figures_dir, "--figures-dir")
+    planned = plan(args.experiment, args.profile, trials=args.trials, seed=args.seed, sampler=args.sampler,
+                   val_fraction=args.val_fraction, changes=parse_spaces(args.space), methods=names(args.methods),
+                   models=names(args.models), data_root=args.data_root)
+    _check_tuning_table(Path(args.results_dir) / f"tuning-{args.experiment}.csv", len(planned), args.force)
     tracker = Tracker(uri, experiment=MLFLOW_EXPERIMENT)
     print(f"tune {args.experiment}: {len(planned)} studies, {args.trials} trials each ({args.sampler}, seed "
           f"{args.seed}), profile {args.profile}, validation {args.val_fraction:.0%} of the training set\n"
@@ -359,18 +467,61 @@ def cmd_tune(args) -> int:
     return 1 if any(r.status == "incomplete" for r in results) else 0
 
 
+def check_port(host: str, port: int) -> None:
+    """A port out of range or already taken is an error before the server starts (it would
+    otherwise fail inside MLflow, after the command had said where the UI is)."""
+    import socket
+    if not 1 <= port <= 65535:
+        raise UsageError(f"--port {port} is not a TCP port: choose 1–65535 (default 5000)")
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise UsageError(f"cannot serve on {host}:{port} ({err.strerror}); another program may hold the "
+                             f"port: choose another with --port") from None
+
+
+# the committed runs behind results/, in a source checkout
+COMMITTED_STORE = Path(__file__).resolve().parents[1] / "results" / "mlruns.db"
+
+
+def ui_store(local_uri: str) -> str:
+    """What `bpsuite ui` serves without --tracking-uri: the working directory's store if there is
+    one, else the committed runs (never a new, empty store)."""
+    from suite.store import sqlite_path
+    if sqlite_path(local_uri).exists() or not COMMITTED_STORE.exists():
+        return local_uri
+    print(f"no ./mlruns.db here: serving the committed runs, {COMMITTED_STORE}", file=sys.stderr)
+    return f"sqlite:///{COMMITTED_STORE}"
+
+
 def cmd_ui(args) -> int:
-    from suite.shutdown import end_group
+    from suite.shutdown import die_with_this_process, end_group, group_watchdog
+    from suite.store import check_store_to_read
     from suite.tracking import default_uri
-    uri = args.tracking_uri or default_uri()
+    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ui_store(default_uri())
+    check_store_to_read(uri)
+    check_port(args.host, args.port)
     if args.host != "127.0.0.1":
         print(f"warning: the UI will be reachable from other machines on {args.host}", file=sys.stderr)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
            "--port", str(args.port)]
     print(f"MLflow UI on http://{args.host}:{args.port}  ({uri})", flush=True)
-    # its own session, so that the server and the workers it forks can be ended as one group
-    server = subprocess.Popen(cmd, start_new_session=True)
+    # its own session, so that the server and the workers it forks can be ended as one group.
+    # Should this process die without ending them (SIGKILL), a watchdog ends the group: SIGTERM to
+    # the server alone is not enough (it forwards it to uvicorn, but the huey consumers of MLflow's
+    # job runner and the server's CLI ran on for 40 s and more). The server gets SIGTERM too, from the kernel
+    # (PR_SET_PDEATHSIG), should the watchdog be gone: started from the main thread, which lives as
+    # long as this process (the signal comes when the creating *thread* exits); preexec_fn is safe
+    # here, this process runs no other thread.
+    server = subprocess.Popen(cmd, start_new_session=True, preexec_fn=die_with_this_process(signal.SIGTERM))
+    watchdog = None
     try:
+        watchdog = group_watchdog(server.pid)
         return server.wait()
     finally:
         end_group(server)
+        if watchdog is not None:
+            watchdog.kill()
+            watchdog.wait()

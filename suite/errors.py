@@ -30,3 +30,8 @@ def lookup(kind: str, registry: Mapping[str, T], name: str) -> T:
     if name not in registry:
         raise unknown_name(kind, name, registry)
     return registry[name]
+
+
+class StoreError(RuntimeError):
+    """The tracking store failed while a command ran (a full disk, a read-only file, a lock held
+    past the retries): the command ends with this message and exit status 1, not a traceback."""

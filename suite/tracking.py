@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import socket
 import time
@@ -31,7 +32,9 @@ try:
 except ImportError:  # Windows: no advisory locks; concurrent first use of one SQLite file is unsupported
     fcntl = None
 
-from suite.errors import UsageError
+from suite.errors import StoreError, UsageError
+from suite.store import opening_read_only, removed_if_new
+from suite.store import read_only as read_only_uri
 
 STATUSES = ("running", "finished", "skipped", "diverged", "failed", "killed")
 COMPLETE = ("finished", "skipped", "diverged")  # a rerun redoes only failed and killed cells
@@ -82,25 +85,53 @@ def _sqlite_file_lock(uri: str):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _retry(fn, *args, attempts: int = 8, **kwargs):
-    """SQLite allows one writer at a time: retry briefly when another process holds the lock."""
+# MLflow logs a traceback of every database error it then raises; the raised error reaches the
+# command, which reports a storage fault in a sentence (suite.store.store_problem) and shows any
+# other error's traceback itself, so MLflow's copy is noise
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+
+RETRY_ATTEMPTS = 8  # waits 0.2, 0.4, … 1.4 s between them: 5.6 s in all
+
+
+def _retry(fn, *args, attempts: int = RETRY_ATTEMPTS, **kwargs):
+    """SQLite allows one writer at a time: retry briefly when another process holds the lock, a
+    bounded number of times; a lock held past them ends the command with a message."""
     for i in range(attempts):
         try:
             return fn(*args, **kwargs)
         except Exception as err:  # mlflow wraps sqlalchemy's OperationalError in MlflowException
-            if "locked" not in str(err).lower() or i == attempts - 1:
+            if "locked" not in str(err).lower():
                 raise
+            if i == attempts - 1:
+                raise StoreError(f"the store stayed locked by another process through {attempts} attempts "
+                                 f"over {sum(0.2 * (k + 1) for k in range(attempts - 1)):.1f} s") from err
             time.sleep(0.2 * (i + 1))
 
 
 class Tracker:
-    def __init__(self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT, lease_s: float = 1800.0):
+    """`read_only=True` (reports): the store must exist and hold `experiment`; it is opened through
+    SQLite's read-only mode, takes no lock file and is never created, migrated or written."""
+
+    def __init__(self, uri: str | None = None, experiment: str = DEFAULT_EXPERIMENT, lease_s: float = 1800.0,
+                 read_only: bool = False):
         from mlflow.tracking import MlflowClient
+
 
         self.uri = uri or default_uri()
         check_reachable(self.uri)
         self.lease_s = lease_s
-        with _sqlite_file_lock(self.uri):  # MLflow migrates a new SQLite file on first use: one process at a time
+        if read_only:
+            with opening_read_only():
+                self.client = MlflowClient(tracking_uri=read_only_uri(self.uri))
+                exp = _retry(self.client.get_experiment_by_name, experiment)
+            if exp is None:
+                raise UsageError(f"the store {self.uri} holds no MLflow experiment '{experiment}': no runs "
+                                 f"of this suite to report")
+            self.experiment_id = exp.experiment_id
+            return
+        # MLflow migrates a new SQLite file on first use: one process at a time; a new file whose
+        # set-up fails (a full disk) is removed, not left half made
+        with _sqlite_file_lock(self.uri), removed_if_new(self.uri):
             self.client = MlflowClient(tracking_uri=self.uri)
             self.experiment_id = self._experiment(experiment)
 

@@ -30,6 +30,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
+from suite.atomic import write_text
 from suite.config import PROFILES, Cell
 from suite.experiments.base import Experiment
 from suite.methods.layer_parallel.penalty import (
@@ -261,7 +262,7 @@ def _opening(md_path, settings: str) -> None:
     text = md_path.read_text()
     title, _, body = text.partition("\n\n")
     source, _, rest = body.partition("\n\n")
-    md_path.write_text(f"{title}\n\n{source}\n\n{settings}\n## Results\n\n{rest}")
+    write_text(md_path, f"{title}\n\n{source}\n\n{settings}\n## Results\n\n{rest}")
 
 
 NOTES = TARGET_NOTE + """

@@ -47,6 +47,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
 
+from suite.atomic import write_text
 from suite.config import PROFILES, Cell
 from suite.experiments.base import Experiment
 from suite.methods.layer_parallel.mgrit import coarsen
@@ -463,7 +464,7 @@ def _opening(md_path, settings: str) -> None:
     text = md_path.read_text()
     title, _, body = text.partition("\n\n")
     source, _, rest = body.partition("\n\n")
-    md_path.write_text(f"{title}\n\n{source}\n\n{settings}\n## Results\n\n{rest}")
+    write_text(md_path, f"{title}\n\n{source}\n\n{settings}\n## Results\n\n{rest}")
 
 
 EXPERIMENT = Experiment(

@@ -8,7 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from suite.atomic import write_text
 from suite.config import resolve
+from suite.errors import UsageError
 from suite.report.context import ReportContext, overrides_columns, set_style
 from suite.tracking import Tracker
 
@@ -28,6 +30,7 @@ def experiment_runs(tracker: Tracker, experiment, profile: str, seeds: int) -> p
     return runs
 
 
+INDEX = "index.json"
 BEST = "best"  # report each experiment at its highest complete profile
 RANKED_PROFILES = ("paper", "verify", "quick")
 
@@ -47,22 +50,55 @@ def complete_profile(tracker: Tracker, experiment, seeds: int) -> str:
 
 
 def build_report(experiments, profile: str, tracker: Tracker, seeds: int = 1,
-                 results_dir: Path = Path("results"), figures_dir: Path = Path("paper_figures")) -> list[ReportContext]:
-    """`profile` BEST chooses each experiment's profile with `complete_profile`."""
-    set_style()
-    done = []
+                 results_dir: Path = Path("results"), figures_dir: Path = Path("paper_figures"),
+                 force: bool = False) -> list[ReportContext]:
+    """`profile` BEST chooses each experiment's profile with `complete_profile`. Every
+    experiment's runs are read first, and nothing is written when the report would replace the
+    tables in `results_dir` with ones built from fewer runs (`check_not_fewer`) unless `force`."""
+    gathered = []
     for exp in experiments:
         if exp.report is None:
             continue
         chosen = complete_profile(tracker, exp, seeds) if profile == BEST else profile
-        ctx = ReportContext(exp, chosen, tracker, experiment_runs(tracker, exp, chosen, seeds),
-                            Path(results_dir), Path(figures_dir))
+        gathered.append((exp, chosen, experiment_runs(tracker, exp, chosen, seeds)))
+    check_not_fewer([(exp.name, len(runs)) for exp, _, runs in gathered], tracker.uri, results_dir, force)
+    set_style()
+    done = []
+    for exp, chosen, runs in gathered:
+        ctx = ReportContext(exp, chosen, tracker, runs, Path(results_dir), Path(figures_dir))
         exp.report(ctx)
         done.append(ctx)
     return done
 
 
-INDEX = "index.json"
+def recorded_runs(results_dir: Path) -> dict[str, int]:
+    """How many runs each experiment's tables in `results_dir` were built from (results/index.json)."""
+    path = Path(results_dir) / INDEX
+    if not path.exists():
+        return {}
+    try:
+        return {name: int(record.get("runs", 0)) for name, record in json.loads(path.read_text()).items()}
+    except (ValueError, AttributeError):
+        raise UsageError(f"{path} is not the report index this suite writes; restore it from git, or "
+                         f"write the report to another --results-dir") from None
+
+
+def check_not_fewer(counts: list[tuple[str, int]], store: str, results_dir: Path, force: bool) -> None:
+    """A report never silently replaces tables with emptier ones: no runs at all is an error (a
+    mistyped or wrong store), and fewer runs than an experiment's tables in `results_dir` were
+    built from needs `force`."""
+    if counts and not any(n for _, n in counts):
+        raise UsageError(f"the store {store} holds no complete runs of {', '.join(name for name, _ in counts)} at "
+                         f"this profile and seed count: nothing was written. Check --tracking-uri, --profile "
+                         f"and --seeds (the committed runs: sqlite:///results/mlruns.db, --seeds 3, "
+                         f"--profile best)")
+    before = recorded_runs(results_dir)
+    fewer = [(name, n, before[name]) for name, n in counts if n < before.get(name, 0)]
+    if fewer and not force:
+        lines = "; ".join(f"{name}: {n} run(s), the tables hold {was}" for name, n, was in fewer)
+        raise UsageError(f"the report would replace tables in {results_dir} with ones built from fewer runs "
+                         f"({lines}). Nothing was written. Write elsewhere with --results-dir DIR "
+                         f"--figures-dir DIR, or pass --force to replace them")
 
 
 def _record(ctx) -> dict:
@@ -99,7 +135,7 @@ def merged_index(contexts, results_dir: Path) -> list[dict]:
     index = {k: v for k, v in index.items() if k in EXPERIMENTS}  # a removed experiment drops out
     index |= {ctx.name: _record(ctx) for ctx in contexts}
     Path(results_dir).mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(index, indent=1, ensure_ascii=False) + "\n")
+    write_text(path, json.dumps(index, indent=1, ensure_ascii=False) + "\n")
     order = {name: i for i, name in enumerate(EXPERIMENTS)}
     return [index[k] for k in sorted(index, key=lambda k: order.get(k, len(order)))]
 
@@ -120,7 +156,7 @@ def write_verdicts(records: list[dict], results_dir: Path) -> Path | None:
              frame.to_markdown(index=False)]
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     path = Path(results_dir) / "verdicts.md"
-    path.write_text("\n".join(lines) + "\n")
+    write_text(path, "\n".join(lines) + "\n")
     return path
 
 
@@ -142,7 +178,7 @@ def write_index(contexts: list[ReportContext], results_dir: Path, figures_dir: P
              "| figure | reproduces | kind | profile |", "|---|---|---|---|"]
     lines += [f"| [{f['title']}]({f['file']}) | {f['reproduces']} | {f['kind']} | {f['profile']} |" for f in figures]
     Path(figures_dir).mkdir(parents=True, exist_ok=True)
-    (Path(figures_dir) / "README.md").write_text("\n".join(lines) + "\n")
+    write_text(Path(figures_dir) / "README.md", "\n".join(lines) + "\n")
 
     n_runs = sum(record["runs"] for record in records)
     commits = sorted({c for record in records for c in record["commits"]})
@@ -162,4 +198,4 @@ def write_index(contexts: list[ReportContext], results_dir: Path, figures_dir: P
     prov += ["", "Report machine: " + ", ".join(f"{k}={v}" for k, v in hardware().items()),
              "", "Packages: " + ", ".join(f"{k} {v}" for k, v in package_versions().items())]
     Path(results_dir).mkdir(parents=True, exist_ok=True)
-    (Path(results_dir) / "PROVENANCE.md").write_text("\n".join(prov) + "\n")
+    write_text(Path(results_dir) / "PROVENANCE.md", "\n".join(prov) + "\n")

@@ -19,6 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from suite.atomic import replacing, write_text  # noqa: E402
+
 CELL_COLUMNS = ["method", "model", "dataset", "seed"]
 KINDS = ("measured", "modelled")
 # what a committed claim can come to (results/verdicts.md)
@@ -68,13 +70,14 @@ class ReportContext:
         stem = self.name + (f"-{suffix}" if suffix else "")
         self.results_dir.mkdir(parents=True, exist_ok=True)
         csv_path, md_path = self.results_dir / f"{stem}.csv", self.results_dir / f"{stem}.md"
-        table.to_csv(csv_path, index=False)
+        with replacing(csv_path) as tmp:
+            table.to_csv(tmp, index=False)
         body = table.to_markdown(index=False) if len(table) else "_no finished runs_"
         header = f"# {title or self.experiment.title}\n\nReproduces: {self.experiment.source}. Profile: `{self.profile}`.\n\n"
         if self.settings and not suffix:
             header += ("## Settings: published and used\n\n" + pd.DataFrame(self.settings).to_markdown(index=False)
                        + "\n\n## Results\n\n")
-        md_path.write_text(header + body + ("\n\n" + notes.strip() if notes else "") + "\n")
+        write_text(md_path, header + body + ("\n\n" + notes.strip() if notes else "") + "\n")
         self.written += [md_path, csv_path]
         return md_path
 
@@ -98,8 +101,11 @@ class ReportContext:
         fig.suptitle(f"{title} ({kind})", fontsize=11)
         fig.tight_layout()
         path = self.figures_dir / f"{self.name}-{suffix}.png"
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
+        try:
+            with replacing(path) as tmp:
+                fig.savefig(tmp, dpi=120)
+        finally:
+            plt.close(fig)
         self.written.append(path)
         self.figures.append({"file": path.name, "title": title, "kind": kind,
                              "reproduces": reproduces or self.experiment.source, "profile": self.profile})

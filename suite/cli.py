@@ -241,13 +241,23 @@ def cmd_run(args) -> int:
                 tuple(sorted(overrides.items())))
     cfg = resolve(cell)
     prepare(cfg, args.data_root)  # bad model/method/data combinations fail here, before logging
-    tracker = Tracker(_tracking_uri(args))
-    result = run_cell(cell, tracker, data_root=args.data_root, progress=sys.stderr.isatty())
+    uri = _tracking_uri(args)
+    tracker = Tracker(uri)
+    print(f"run {cell.label}: {cfg.train.epochs} epoch(s), profile {cell.profile}, store {uri}", flush=True)
+    result = run_cell(cell, tracker, data_root=args.data_root, on_epoch=print_epoch)
     print(f"{cell.label}: {result.status}" + (f" ({result.reason})" if result.reason else ""))
-    for key in ("test_acc", "train_loss", "epoch_time"):
-        if key in result.metrics:
-            print(f"  {key} = {result.metrics[key]:.4f}")
+    if result.run_id:
+        print(f"  run id {result.run_id}; browse it: bpsuite ui --tracking-uri {uri}")
     return 0 if result.status in ("finished", "cached", "skipped", "diverged") else 1
+
+
+def print_epoch(epoch: int, epochs: int, metrics: dict[str, float]) -> None:
+    """One line per epoch, accuracies in % (the unit of every table)."""
+    parts = [f"epoch {epoch + 1}/{epochs}", f"loss {metrics['train_loss']:.4f}"]
+    parts += [f"{name} {100 * metrics[key]:.2f}%" for key, name in
+              (("train_acc", "train acc"), ("val_acc", "val acc"), ("test_acc", "test acc")) if key in metrics]
+    parts.append(f"{metrics['epoch_time']:.2f} s")
+    print("  " + "  ".join(parts), flush=True)
 
 
 def _selected(names):

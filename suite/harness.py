@@ -20,6 +20,7 @@ import tempfile
 import time
 import traceback
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,15 +90,18 @@ class fixed_threads:
         torch.set_num_threads(self.before)
 
 
-def run_cell(cell: Cell, tracker: Tracker, *, data_root=None, progress: bool = False) -> CellResult:
+def run_cell(cell: Cell, tracker: Tracker, *, data_root=None, progress: bool = False,
+             on_epoch: Callable[[int, int, dict[str, float]], None] | None = None) -> CellResult:
+    """`on_epoch(epoch, epochs, metrics)` is called after each epoch's metrics are logged (the
+    command line prints a line per epoch with it)."""
     cfg = resolve(cell)
     if tracker.completed(cfg.cell_hash):
         return CellResult(cell, "cached")
     with fixed_threads(cfg.train.threads):
-        return _run_claimed(cell, cfg, tracker, data_root, progress)
+        return _run_claimed(cell, cfg, tracker, data_root, progress, on_epoch)
 
 
-def _run_claimed(cell: Cell, cfg: RunConfig, tracker: Tracker, data_root, progress: bool) -> CellResult:
+def _run_claimed(cell: Cell, cfg: RunConfig, tracker: Tracker, data_root, progress: bool, on_epoch) -> CellResult:
     device, data, model, method = prepare(cfg, data_root)
     handle = tracker.claim(cfg.cell_hash, _tags(cfg, device), run_name=cell.label)
     if handle is None:
@@ -111,7 +115,7 @@ def _run_claimed(cell: Cell, cfg: RunConfig, tracker: Tracker, data_root, progre
         if reason:
             handle.finish("skipped", reason)
             return CellResult(cell, "skipped", handle.run_id, reason)
-        status, reason, final = _train(cfg, method, model, data, handle, device, progress)
+        status, reason, final = _train(cfg, method, model, data, handle, device, progress, on_epoch)
         handle.finish(status, reason)
         return CellResult(cell, status, handle.run_id, reason, final)
     except KeyboardInterrupt:
@@ -140,7 +144,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _train(cfg: RunConfig, method: Method, model, data: DataBundle, handle: RunHandle, device,
-           progress: bool) -> tuple[str, str | None, dict[str, float]]:
+           progress: bool, on_epoch=None) -> tuple[str, str | None, dict[str, float]]:
     seed, epochs = cfg.cell.seed, cfg.train.epochs
     ctx = Context(device=device, generator=torch.Generator().manual_seed(init_seed(seed, cfg.cell.method)),
                   seed=seed, epochs=epochs, steps_per_epoch=data.steps_per_epoch,
@@ -191,6 +195,8 @@ def _train(cfg: RunConfig, method: Method, model, data: DataBundle, handle: RunH
             metrics |= evaluate(method, data, "val")
         check_declared(method, metrics)
         handle.log_metrics(metrics, step=epoch)
+        if on_epoch is not None:
+            on_epoch(epoch, epochs, metrics)
         bar.set_postfix(loss=f"{metrics['train_loss']:.3f}",
                         **{k: f"{metrics[k]:.3f}" for k in ("test_acc", "val_acc") if k in metrics})
         final = metrics

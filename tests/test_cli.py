@@ -4,6 +4,7 @@ exit status 2, and nothing written to the tracking store."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -72,9 +73,17 @@ def test_list_shows_registries(capsys):
 
 def test_run_and_rerun_from_the_command_line(tmp_path, monkeypatch, capsys, mnist_root):
     monkeypatch.chdir(tmp_path)
-    argv = ["run", "bp", "mlp", "mnist", "--profile", "smoke", "--epochs", "1"]
+    argv = ["run", "bp", "mlp", "mnist", "--profile", "smoke", "--epochs", "2"]
     assert main(argv) == 0
-    assert "finished" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "finished" in out
+    # one line per epoch, accuracies in %, as logged; then the run id and how to open it
+    from suite.tracking import Tracker
+    run = Tracker(f"sqlite:///{tmp_path / 'mlruns.db'}").runs_frame().iloc[0]
+    history = Tracker(f"sqlite:///{tmp_path / 'mlruns.db'}").history([run["run_id"]], ["test_acc"])
+    for step, acc in zip(history["step"], history["value"]):
+        assert re.search(rf"epoch {step + 1}/2  loss \d\.\d{{4}}  .*test acc {100 * acc:.2f}%  \d+\.\d\d s", out), out
+    assert f"run id {run['run_id']}; browse it: bpsuite ui --tracking-uri sqlite:///" in out
     assert main(argv) == 0
     assert "cached" in capsys.readouterr().out
 

@@ -30,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list registered methods, models, datasets, experiments, profiles")
     ls.add_argument("what", nargs="?", default="methods", help=f"one of {', '.join(LISTABLE)}")
+    ls.add_argument("name", nargs="?", default=None,
+                    help="with `methods`: one method, every setting of it (e.g. `bpsuite list methods dfa`)")
 
     run = sub.add_parser("run", help="train one cell: METHOD MODEL DATASET")
     run.add_argument("method")
@@ -174,13 +176,34 @@ def cmd_list(args) -> int:
     if what not in LISTABLE:
         from suite.errors import unknown_name
         raise unknown_name("listing", what, LISTABLE)
+    if args.name is not None and what != "methods":
+        raise UsageError(f"`bpsuite list {what}` takes no name; only `bpsuite list methods NAME` does")
     if what == "methods":
+        from suite.methods.optim import OptimHParams
+
+        def settings(cls, skip=()):
+            tuned = search_space(cls)
+            for key, default, doc in describe(cls):
+                if key not in skip:
+                    how = f"  [tune: {tuned[key]}]" if key in tuned else ""
+                    print(f"    {key:<20} = {default!s:<12} {doc}{how}")
+
+        if args.name is not None:
+            cls = lookup("method", METHODS, args.name)
+            print(f"{args.name:<22} {cls.summary}")
+            settings(cls.HParams)
+            return 0
+        shared = {key: default for key, default, _ in describe(OptimHParams)}
         for name, cls in METHODS.items():
-            print(f"{name:<22} {cls.summary}")
-            tuned = search_space(cls.HParams)
-            for key, default, doc in describe(cls.HParams):
-                how = f"  [tune: {tuned[key]}]" if key in tuned else ""
-                print(f"    {key:<20} = {default!s:<12} {doc}{how}")
+            own = {key: default for key, default, _ in describe(cls.HParams)}
+            # the optimiser settings are listed once below; a method shows those it sets otherwise
+            same = {k for k, v in shared.items() if k in own and own[k] == v}
+            print(f"{name:<22} {cls.summary}" + ("  (+ the optimiser settings)" if same else ""))
+            settings(cls.HParams, skip=same)
+        print("\noptimiser settings (every method marked `+ the optimiser settings`, at these defaults "
+              "unless listed under it):")
+        settings(OptimHParams)
+        print("\nEvery setting of one method: bpsuite list methods NAME")
     elif what == "metrics":
         from suite.metrics import HARNESS
         for owner, metrics in [("every run (harness)", HARNESS)] + [(n, c.METRICS) for n, c in METHODS.items()]:

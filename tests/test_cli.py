@@ -71,6 +71,21 @@ def test_list_shows_registries(capsys):
         assert expected in capsys.readouterr().out
 
 
+def test_list_methods_shows_the_optimiser_settings_once_and_one_method_whole(capsys):
+    from suite.methods import METHODS
+    from suite.params import describe
+    assert main(["list", "methods"]) == 0
+    out = capsys.readouterr().out
+    assert all(re.search(rf"^{re.escape(name)} ", out, re.M) for name in METHODS)
+    assert len(re.findall(r"^\s+nesterov ", out, re.M)) == 1  # shared: listed once
+    assert main(["list", "methods", "dfa"]) == 0
+    one = capsys.readouterr().out
+    keys = re.findall(r"^\s+(\w+)\s+=", one, re.M)
+    assert keys == [key for key, _, _ in describe(METHODS["dfa"].HParams)]  # every setting, lr included
+    assert main(["list", "methods", "dfaa"]) == 2 and "Did you mean 'dfa'" in capsys.readouterr().err
+    assert main(["list", "models", "x"]) == 2
+
+
 def test_run_and_rerun_from_the_command_line(tmp_path, monkeypatch, capsys, mnist_root):
     monkeypatch.chdir(tmp_path)
     argv = ["run", "bp", "mlp", "mnist", "--profile", "smoke", "--epochs", "2"]

@@ -17,13 +17,51 @@ REPRODUCED_RESULTS = "reproduced/results"
 REPRODUCED_FIGURES = "reproduced/paper_figures"
 
 
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help (unless the help already says it, or there is none to
+    say); the examples (the epilog) kept as written."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        unset = action.default is None or action.default is False or action.default == [] \
+            or action.default == argparse.SUPPRESS
+        if unset or "default" in text or not action.option_strings:
+            return text
+        return f"{text} (default: {action.default})"
+
+
+EXAMPLES = {
+    "list": ["bpsuite list methods", "bpsuite list methods dfa", "bpsuite list experiments"],
+    "run": ["bpsuite run bp mlp mnist --profile smoke", "bpsuite run dfa cnn mnist --set lr=0.01 --epochs 5",
+            "bpsuite run penalty resnet20 mnist --set stages=2 --set distributed=true"],
+    "reproduce": ["bpsuite reproduce --profile smoke", "bpsuite reproduce summary --seeds 3 --jobs 2",
+                  "bpsuite reproduce --tracking-uri sqlite:///results/mlruns.db   # resume the committed grid"],
+    "report": ["bpsuite report --tracking-uri sqlite:///results/mlruns.db --seeds 3 --profile best",
+               "bpsuite report summary --results-dir /tmp/r --figures-dir /tmp/f"],
+    "tune": ["bpsuite tune summary --profile smoke --trials 2 --methods bp --models mlp --results-dir /tmp/t"],
+    "migrate": ["bpsuite migrate --tracking-uri sqlite:///old.db"],
+    "ui": ["bpsuite ui", "bpsuite ui --tracking-uri sqlite:///mlruns.db --port 5001"],
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="bpsuite", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    p = argparse.ArgumentParser(prog="bpsuite", description=__doc__,
+                                epilog="`bpsuite COMMAND --help` for each command's options and examples.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    add_parser = sub.add_parser
+
+    def command(name: str, help: str):
+        """A subcommand whose help page has a description, each option's default and examples."""
+        return add_parser(name, help=help, description=help[0].upper() + help[1:] + ".",
+                          formatter_class=_HelpFormatter,
+                          epilog="examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[name]))
+
+    sub.add_parser = command
 
     def tracking_args(sp):
         sp.add_argument("--tracking-uri", default=None,
-                        help="MLflow tracking URI (default: sqlite:///./mlruns.db, embedded)")
+                        help="MLflow tracking URI: sqlite:///PATH, http(s)://HOST:PORT (default: $MLFLOW_TRACKING_URI, "
+                             "else sqlite:///./mlruns.db; for `ui` and with no ./mlruns.db: the committed runs)")
 
     def data_args(sp):
         sp.add_argument("--data-root", default=None, help="dataset root (else $BPSUITE_DATA, else ./data)")
@@ -34,31 +72,32 @@ def build_parser() -> argparse.ArgumentParser:
                     help="with `methods`: one method, every setting of it (e.g. `bpsuite list methods dfa`)")
 
     run = sub.add_parser("run", help="train one cell: METHOD MODEL DATASET")
-    run.add_argument("method")
-    run.add_argument("model")
-    run.add_argument("dataset")
-    run.add_argument("--profile", default="quick")
-    run.add_argument("--seed", type=int, default=0)
-    run.add_argument("--epochs", type=int, default=None)
-    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("method", help="a registered method (bpsuite list methods)")
+    run.add_argument("model", help="a model name or spec (bpsuite list models)")
+    run.add_argument("dataset", help="a dataset (bpsuite list datasets)")
+    run.add_argument("--profile", default="quick", help="budget profile (bpsuite list profiles)")
+    run.add_argument("--seed", type=int, default=0, help="the cell's seed (weights, batches, feedback)")
+    run.add_argument("--epochs", type=int, default=None, help="training epochs (default: the profile's)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                     help="a run setting or method setting, one per flag (repeat --set for more)")
     tracking_args(run)
     data_args(run)
 
     rep = sub.add_parser("reproduce", help="run the grids of experiments, then the report")
     rep.add_argument("experiments", nargs="*", help="experiment names (default: all)")
-    rep.add_argument("--profile", default="quick")
+    rep.add_argument("--profile", default="quick", help="budget profile (bpsuite list profiles)")
     rep.add_argument("--seeds", type=int, default=1, help="repeats over seeds 0..N-1")
     rep.add_argument("--jobs", type=int, default=1, help="local worker processes (executor pool)")
     rep.add_argument("--executor", default=None, help="inprocess | pool | slurm | submitit-local")
-    rep.add_argument("--slurm-partition", default=None)
+    rep.add_argument("--slurm-partition", default=None, help="Slurm partition (--executor slurm)")
     rep.add_argument("--slurm-time", type=int, default=240, help="minutes per job")
     rep.add_argument("--slurm-gpus", type=int, default=0, help="GPUs per worker")
-    rep.add_argument("--slurm-array-parallelism", type=int, default=32)
-    rep.add_argument("--no-report", action="store_true")
+    rep.add_argument("--slurm-array-parallelism", type=int, default=32, help="Slurm jobs running at once")
+    rep.add_argument("--no-report", action="store_true", help="train only; write no tables or figures")
     rep.add_argument("--results-dir", default=REPRODUCED_RESULTS,
                      help=f"where the report's tables go (default {REPRODUCED_RESULTS}: a rerun never "
                           f"touches the committed results/; `nox -s figures` rebuilds those)")
-    rep.add_argument("--figures-dir", default=REPRODUCED_FIGURES)
+    rep.add_argument("--figures-dir", default=REPRODUCED_FIGURES, help="where the report's figures go")
     rep.add_argument("--force", action="store_true",
                      help="let the report replace tables built from more runs than this grid can give")
     rep.add_argument("--settings", default="tuned", choices=("defaults", "tuned"),
@@ -68,13 +107,13 @@ def build_parser() -> argparse.ArgumentParser:
     data_args(rep)
 
     rpt = sub.add_parser("report", help="write tables and figures from the logged runs")
-    rpt.add_argument("experiments", nargs="*")
+    rpt.add_argument("experiments", nargs="*", help="experiment names (default: all)")
     rpt.add_argument("--profile", default="quick",
                      help="the profile to report, or best: each experiment at the highest profile (paper, verify, "
                           "quick) whose whole grid has complete runs (`nox -s figures` uses it)")
-    rpt.add_argument("--seeds", type=int, default=1)
-    rpt.add_argument("--results-dir", default="results")
-    rpt.add_argument("--figures-dir", default="paper_figures")
+    rpt.add_argument("--seeds", type=int, default=1, help="the seeds 0..N-1 each cell is reported over")
+    rpt.add_argument("--results-dir", default="results", help="where the tables go")
+    rpt.add_argument("--figures-dir", default="paper_figures", help="where the figures go")
     rpt.add_argument("--force", action="store_true",
                      help="replace tables even when the store holds fewer runs than they were built from")
     rpt.add_argument("--settings", default="tuned", choices=("defaults", "tuned"),
@@ -84,8 +123,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     tun = sub.add_parser("tune", help="tune every method of an experiment's cells with the same number of "
                          "trials on a validation split; write the chosen settings and the report")
-    tun.add_argument("experiment", nargs="?", default="summary")
-    tun.add_argument("--profile", default="quick")
+    tun.add_argument("experiment", nargs="?", default="summary", help="the experiment whose cells are tuned")
+    tun.add_argument("--profile", default="quick", help="budget profile of the trials")
     tun.add_argument("--trials", type=int, default=8, help="trials per method and cell (the same for every method)")
     tun.add_argument("--seed", type=int, default=0, help="the sampler's seed")
     tun.add_argument("--sampler", default="grid", help="grid (the default: with one searched parameter, "
@@ -100,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     tun.add_argument("--settings-file", default=None, help="default: baselines/tuned-settings.json")
     tun.add_argument("--storage", default=None, help="Optuna storage URL (default: SQLite tuning.db beside the "
                      "MLflow store)")
-    tun.add_argument("--results-dir", default="results")
-    tun.add_argument("--figures-dir", default="paper_figures")
+    tun.add_argument("--results-dir", default="results", help="where the tuning table goes")
+    tun.add_argument("--figures-dir", default="paper_figures", help="where the sensitivity figure goes")
     tun.add_argument("--force", action="store_true",
                      help="let the report replace a tuning table that holds more studies than this call plans")
     tracking_args(tun)
@@ -112,8 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     tracking_args(mig)
 
     ui = sub.add_parser("ui", help="MLflow UI (binds to 127.0.0.1 unless --host is given)")
-    ui.add_argument("--host", default="127.0.0.1")
-    ui.add_argument("--port", type=int, default=5000)
+    ui.add_argument("--host", default="127.0.0.1", help="address to bind (other than 127.0.0.1: reachable "
+                    "from other machines)")
+    ui.add_argument("--port", type=int, default=5000, help="TCP port, 1–65535")
     tracking_args(ui)
     return p
 

@@ -86,6 +86,26 @@ def test_list_methods_shows_the_optimiser_settings_once_and_one_method_whole(cap
     assert main(["list", "models", "x"]) == 2
 
 
+def test_every_subcommand_help_has_a_description_defaults_and_examples_that_parse():
+    import shlex
+
+    from suite.cli import EXAMPLES, build_parser
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert set(commands) == set(EXAMPLES)
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert sub.description and "examples:" in text, name
+        for action in sub._actions:  # every option with a value to show shows it
+            if action.option_strings and action.default not in (None, False, [], "==SUPPRESS=="):
+                assert f"default: {action.default}" in " ".join(text.split()) or "default" in action.help, \
+                    (name, action.dest)
+        for example in EXAMPLES[name]:
+            argv = shlex.split(example.split("#")[0])
+            assert argv[0] == "bpsuite"
+            assert parser.parse_args(argv[1:]).command == name  # an example that no longer parses fails here
+
+
 def test_run_and_rerun_from_the_command_line(tmp_path, monkeypatch, capsys, mnist_root):
     monkeypatch.chdir(tmp_path)
     argv = ["run", "bp", "mlp", "mnist", "--profile", "smoke", "--epochs", "2"]

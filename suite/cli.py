@@ -370,6 +370,7 @@ def cmd_reproduce(args) -> int:
         _check_report_outputs(args, experiments, uri)
     warm_up(executor, args.jobs)  # starts no compute: pool workers' imports overlap the validation
     validate_grid(cells, args.data_root)
+    warn_if_dirty()
     tracker = Tracker(uri)  # creates the store once, before workers race to do it
     cached = cached_cells(tracker, cells)
     if cached:  # recognised here, not by starting a worker per cell
@@ -391,6 +392,17 @@ def cmd_reproduce(args) -> int:
     print(f"\nResults: {Path(args.results_dir).resolve()}  figures: {Path(args.figures_dir).resolve()}\n"
           f"Browse the runs: nox -s ui  (or: bpsuite ui --tracking-uri {uri})")
     return 1 if counts.get("failed") else 0
+
+
+def warn_if_dirty() -> None:
+    """Runs trained from uncommitted code are tagged `<commit>-dirty`: their code is not in git,
+    so say it before training, not after."""
+    from suite.provenance import git_commit
+    commit = git_commit()
+    if commit.endswith("-dirty"):
+        print(f"bpsuite: warning: the work tree has uncommitted changes; these runs will be tagged "
+              f"{commit[:12]}…-dirty and their code will not be in git. Commit first for runs that results/ "
+              f"can rest on.", file=sys.stderr, flush=True)
 
 
 def cached_cells(tracker, cells) -> set:
@@ -451,6 +463,13 @@ def _report(experiments, profile, seeds, uri, results_dir, figures_dir, force=Fa
     write_index(contexts, Path(results_dir), Path(figures_dir))
     for ctx in contexts:
         print(f"  {ctx.name}: {len(ctx.runs)} runs -> " + ", ".join(str(p) for p in ctx.written if p.suffix != ".csv"))
+    verdicts: dict[str, int] = {}
+    for ctx in contexts:
+        for row in ctx.verdicts:
+            verdicts[row["verdict"]] = verdicts.get(row["verdict"], 0) + 1
+    if verdicts:
+        print("verdicts of these runs: " + ", ".join(f"{k} {v}" for k, v in sorted(verdicts.items()))
+              + f" ({Path(results_dir) / 'verdicts.md'})")
 
 
 def cmd_report(args) -> int:

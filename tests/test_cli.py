@@ -127,3 +127,12 @@ def test_python_dash_m_entry_point(tmp_path):
     out = subprocess.run([sys.executable, "-m", "suite", "list", "datasets"], capture_output=True, text=True,
                          cwd=tmp_path, env=os.environ | {"PYTHONPATH": str(Path(__file__).parents[1])})
     assert out.returncode == 0 and "mnist" in out.stdout
+
+
+def test_reproduce_warns_before_training_from_a_dirty_tree(monkeypatch, capsys):
+    import suite.provenance
+    from suite.cli import warn_if_dirty
+    for commit, warned in (("0123456789abcdef-dirty", True), ("0123456789abcdef", False)):
+        monkeypatch.setattr(suite.provenance, "git_commit", lambda c=commit: c)
+        warn_if_dirty()
+        assert ("uncommitted changes" in capsys.readouterr().err) == warned

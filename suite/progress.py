@@ -7,6 +7,17 @@ import sys
 import time
 from collections.abc import Sequence
 
+LABEL_CHARS = 90  # a cell's settings are cut to this in a progress line (the run has them all)
+POSTFIX_CHARS = 40  # the bar's postfix on a terminal, so the bar itself keeps its width
+NO_WORK = ("cached", "skipped", "busy")  # results that took no training time: not a basis for an estimate
+MIN_TRAINED = 2  # cells trained before a time left is estimated
+
+
+def short_label(cell, limit: int = LABEL_CHARS) -> str:
+    """`method/model/dataset/sN[settings]` with the settings cut to fit `limit` characters."""
+    label = cell.label
+    return label if len(label) <= limit else label[:limit - 2] + "…]"
+
 
 def _clock(seconds: float) -> str:
     seconds = int(round(seconds))
@@ -16,7 +27,10 @@ def _clock(seconds: float) -> str:
 
 class GridProgress:
     """Counts finished cells; the time left is estimated from the cells' relative costs (the same
-    estimate that orders the pool), so one long cell early on does not skew it."""
+    estimate that orders the pool), so one long cell early on does not skew it. Cells that took no
+    training time (cached, skipped) leave the estimate, and none is shown before `MIN_TRAINED`
+    cells have trained: the first cells of a grid carry its start-up, which the costs do not model.
+    On a terminal each finished cell is a line above the bar, whose postfix stays short."""
 
     def __init__(self, labels: Sequence[str], costs: Sequence[float], *, jobs: int = 1, stream=None,
                  tty: bool | None = None):
@@ -24,7 +38,7 @@ class GridProgress:
         self.tty = self.stream.isatty() if tty is None else tty
         self.cost = dict(zip(labels, costs))
         self.total_cost = sum(costs) or 1.0
-        self.done_cost, self.done, self.total = 0.0, 0, len(labels)
+        self.done_cost, self.done, self.total, self.trained = 0.0, 0, len(labels), 0
         self.start = time.perf_counter()
         self.bar = None
         if self.tty:
@@ -33,9 +47,16 @@ class GridProgress:
 
     def update(self, result) -> None:
         self.done += 1
-        self.done_cost += self.cost.get(result.cell.label, 0.0)
+        cost = self.cost.get(result.cell.label, 0.0)
+        if result.status in NO_WORK:
+            self.total_cost = max(self.total_cost - cost, 1e-12)
+        else:
+            self.done_cost += cost
+            self.trained += 1
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{result.cell.label}: {result.status}")
+            from tqdm.auto import tqdm
+            tqdm.write(self.line(result), file=self.stream)
+            self.bar.set_postfix_str(f"{result.status}: {short_label(result.cell, POSTFIX_CHARS)}")
             self.bar.update()
             return
         self.stream.write(self.line(result) + "\n")
@@ -43,7 +64,7 @@ class GridProgress:
 
     def line(self, result) -> str:
         elapsed = time.perf_counter() - self.start
-        parts = [f"[{self.done}/{self.total}]", result.cell.label, result.status]
+        parts = [f"[{self.done}/{self.total}]", short_label(result.cell), result.status]
         metrics = result.metrics or {}
         if "test_acc" in metrics and result.status == "finished":
             parts.append(f"test_acc {100 * metrics['test_acc']:.2f}%")
@@ -51,7 +72,8 @@ class GridProgress:
             parts.append(f"train {metrics['train_time']:.1f}s")
         if result.status in ("diverged", "skipped", "failed") and result.reason:
             parts.append(f"({result.reason.strip().splitlines()[-1][:120]})")
-        left = elapsed * (self.total_cost - self.done_cost) / self.done_cost if self.done_cost else float("nan")
+        enough = self.trained >= MIN_TRAINED and self.done_cost > 0
+        left = elapsed * (self.total_cost - self.done_cost) / self.done_cost if enough else float("nan")
         parts.append(f"elapsed {_clock(elapsed)}, left ≈ {_clock(left) if left == left else '?'}")
         return "  ".join(parts)
 

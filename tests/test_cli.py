@@ -136,3 +136,28 @@ def test_reproduce_warns_before_training_from_a_dirty_tree(monkeypatch, capsys):
         monkeypatch.setattr(suite.provenance, "git_commit", lambda c=commit: c)
         warn_if_dirty()
         assert ("uncommitted changes" in capsys.readouterr().err) == warned
+
+
+def test_progress_lines_stay_short_and_estimate_only_from_trained_cells():
+    import io
+
+    from suite.config import Cell
+    from suite.harness import CellResult
+    from suite.progress import LABEL_CHARS, GridProgress
+
+    long = Cell("dfa", "cnn", "mnist", 0, "smoke", tuple((f"key{i}", "x" * 20) for i in range(12)))
+    cells = [long, Cell("bp", "mlp", "mnist", 1, "smoke"), Cell("bp", "mlp", "mnist", 2, "smoke")]
+    out = io.StringIO()
+    progress = GridProgress([c.label for c in cells], [1.0, 1.0, 1.0], stream=out, tty=False)
+    progress.update(CellResult(cells[0], "cached"))
+    progress.update(CellResult(cells[1], "finished", metrics={"test_acc": 0.5, "train_time": 1.0}))
+    progress.update(CellResult(cells[2], "finished", metrics={"test_acc": 0.5, "train_time": 1.0}))
+    lines = out.getvalue().splitlines()
+    assert len(lines[0]) < LABEL_CHARS + 60 and "…]" in lines[0]  # was the whole 300-character label
+    assert "left ≈ ?" in lines[0] and "left ≈ ?" in lines[1]  # nothing trained yet / one cell: no estimate
+    assert "left ≈ 0m00s" in lines[2]  # the cached cell's cost left the estimate: nothing is left
+    tty = io.StringIO()
+    bar = GridProgress([c.label for c in cells], [1.0] * 3, stream=tty, tty=True)
+    bar.update(CellResult(cells[0], "finished", metrics={"test_acc": 0.5}))
+    bar.close()
+    assert "[1/3]" in tty.getvalue()  # a line per finished cell above the bar

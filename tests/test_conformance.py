@@ -7,8 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from suite.config import TrainConfig
+from suite.harness import check_declared
 from suite.methods import METHODS
 from suite.models import build_model
+from suite.params import keys_of
 from tests.conftest import make_context, random_bundle
 
 MODELS = ["mlp", "cnn", "resnet20", "lenet"]
@@ -31,6 +34,8 @@ def test_method_contract(method_name, model_name):
         for epoch in range(2):
             for batch in data.train_batches(0, epoch):
                 out = method.train_step(batch)
+                # every key the harness would log from it is declared (loss, correct: the harness's own)
+                check_declared(method, {k: 0.0 for k in out if k not in ("loss", "correct")})
                 assert "loss" in out and out["loss"].ndim == 0 and torch.isfinite(out["loss"])
                 if "correct" in out:
                     assert 0 <= int(out["correct"]) <= len(batch)
@@ -39,6 +44,7 @@ def test_method_contract(method_name, model_name):
             extra = method.end_epoch(epoch) | method.diagnostics(epoch)
             assert all(isinstance(float(v), float) for v in extra.values())
             assert all(isinstance(k, str) for k in extra)
+            check_declared(method, extra)  # an undeclared metric key fails here, not in a user's run
         model.eval()
         with torch.no_grad():
             logits = method.predict(next(data.eval_batches("test")).x)
@@ -57,6 +63,19 @@ def test_hparams_are_frozen_documented_and_valid_by_default(method_name):
     undocumented = [f.name for f in dataclasses.fields(hp) if not f.metadata.get("doc")]
     assert not undocumented, f"hparams without a doc string: {undocumented}"
     validate(hp, method_name)  # the defaults pass their own range checks
+
+
+@pytest.mark.parametrize("method_name", sorted(METHODS))
+def test_no_hyper_parameter_is_named_like_a_run_setting(method_name):
+    """`--set epochs=5` goes to the run settings: a method field of that name could never be set."""
+    shadowed = set(keys_of(METHODS[method_name].HParams)) & set(keys_of(TrainConfig))
+    assert not shadowed, f"{method_name}'s hyper-parameters {sorted(shadowed)} are shadowed by run settings"
+
+
+def test_an_undeclared_metric_key_fails_the_contract():
+    method = METHODS["bp"]()
+    with pytest.raises(ValueError, match="undeclared metric"):
+        check_declared(method, {"made_up_metric": 1.0})
 
 
 @pytest.mark.parametrize("method_name", sorted(METHODS))

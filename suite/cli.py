@@ -333,6 +333,7 @@ def validate_grid(cells, data_root) -> None:
     from suite.config import resolve
     from suite.data import DATASETS, default_root, split_sizes
     from suite.data.sources import load_split
+    from suite.harness import pick_device
     from suite.methods import METHODS
     from suite.models import build_model
 
@@ -351,7 +352,7 @@ def validate_grid(cells, data_root) -> None:
         split_sizes(cfg.cell.dataset, cfg.train, *sizes[cfg.cell.dataset], {k for k, _ in cfg.cell.overrides})
         spec = DATASETS[cfg.cell.dataset]
         model = build_model(cfg.cell.model, spec.input_shape, spec.num_classes)
-        METHODS[cfg.cell.method](cfg.hparams).reject_settings(model, cfg.train)
+        METHODS[cfg.cell.method](cfg.hparams).reject_settings(model, cfg.train, pick_device(cfg.train.device))
 
 
 def cmd_reproduce(args) -> int:

@@ -73,7 +73,7 @@ def prepare(cfg: RunConfig, data_root=None):
     if cfg.train.channels_last and len(data.input_shape) == 3:
         model = model.to(memory_format=torch.channels_last)
     method = METHODS[cfg.cell.method](cfg.hparams)
-    method.reject_settings(model, cfg.train)
+    method.reject_settings(model, cfg.train, device)
     return device, data, model, method
 
 

@@ -144,7 +144,7 @@ def test_modulewise_splits_into_modules_and_validates_count():
     plan = HybridDFA(HybridDFA.HParams(preset="modulewise", modules=3)).plan(model)
     assert plan.boundary == ("bp",) * 3 + ("dfa",) + ("bp",) * 2 + ("dfa",) + ("bp",) * 3  # stages of resnet20
     with pytest.raises(UsageError):
-        HybridDFA(HybridDFA.HParams(preset="modulewise", modules=11)).reject_settings(model, TrainConfig())
+        HybridDFA(HybridDFA.HParams(preset="modulewise", modules=11)).reject_settings(model, TrainConfig(), torch.device("cpu"))
 
 
 def test_bdfa_feedback_is_int8_plus_minus_one_and_fixed_and_reproducible():
@@ -345,8 +345,8 @@ def test_biotorch_dfa_keeps_shortcut_gradients_nokland_cuts_them():
 def test_biotorch_style_rejects_nokland_only_settings():
     model = build_model("lenet", (1, 28, 28), 10)
     with pytest.raises(UsageError, match="style=nokland only"):
-        DFA(DFA.HParams(style="biotorch", granularity="block")).reject_settings(model, TrainConfig())
-    DFA(DFA.HParams(style="biotorch")).reject_settings(model, TrainConfig())
+        DFA(DFA.HParams(style="biotorch", granularity="block")).reject_settings(model, TrainConfig(), torch.device("cpu"))
+    DFA(DFA.HParams(style="biotorch")).reject_settings(model, TrainConfig(), torch.device("cpu"))
 
 
 def test_biotorch_mnist_report_selects_epochs_by_both_protocols_and_names_diverged_runs():

@@ -244,8 +244,8 @@ def test_distributed_stages_on_a_gpu_are_refused_before_any_compute():
     model = build_model("odenet:4-4", (1, 28, 28), 10)
     method = METHODS["penalty"](METHODS["penalty"].HParams(distributed=True))
     with pytest.raises(UsageError, match="implemented for CPU"):
-        method.reject_settings(model, TrainConfig(device="cuda"))
-    method.reject_settings(model, TrainConfig(device="cpu"))
+        method.reject_settings(model, TrainConfig(), torch.device("cuda"))
+    method.reject_settings(model, TrainConfig(), torch.device("cpu"))
 
 
 def test_ds_filter_cuts_logged_communication_by_stride_squared():

@@ -269,7 +269,7 @@ def test_more_workers_than_coarse_intervals_is_refused_before_any_compute():
     data = random_bundle(n_train=16)
     model = build_model("odenet:8-4", data.input_shape, data.num_classes)
     with pytest.raises(UsageError, match="workers=3 is more than the 2 coarse intervals"):
-        METHODS["mgrit"](MgritHParams(workers=3)).reject_settings(model, TrainConfig())
+        METHODS["mgrit"](MgritHParams(workers=3)).reject_settings(model, TrainConfig(), torch.device("cpu"))
 
 
 def test_worker_processes_on_a_gpu_are_refused_before_any_compute():
@@ -277,8 +277,8 @@ def test_worker_processes_on_a_gpu_are_refused_before_any_compute():
     data = random_bundle(n_train=16)
     model = build_model("odenet:8-4", data.input_shape, data.num_classes)
     with pytest.raises(UsageError, match="implemented for CPU"):
-        METHODS["mgrit"](MgritHParams(workers=2)).reject_settings(model, TrainConfig(device="cuda"))
-    METHODS["mgrit"](MgritHParams(workers=2)).reject_settings(model, TrainConfig(device="cpu"))
+        METHODS["mgrit"](MgritHParams(workers=2)).reject_settings(model, TrainConfig(), torch.device("cuda"))
+    METHODS["mgrit"](MgritHParams(workers=2)).reject_settings(model, TrainConfig(), torch.device("cpu"))
 
 
 # -- TorchBraid's options: skipping the first down-cycle, warm starts ------------------------------

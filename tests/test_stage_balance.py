@@ -87,7 +87,7 @@ def test_explicit_cut_is_used_logged_and_checked_before_any_compute():
     for blocks, message in (((4, 3), "summing to its 6 blocks"), ((6, 0), "at least 1 block"),
                             ((1, 2, 3), "names 3 stages but stages=2")):
         with pytest.raises(UsageError, match=message):
-            penalty(penalty.HParams(stage_blocks=blocks)).reject_settings(model, TrainConfig(device="cpu"))
+            penalty(penalty.HParams(stage_blocks=blocks)).reject_settings(model, TrainConfig(), torch.device("cpu"))
     data = random_bundle(n_train=32, batch_size=16)
     method = penalty(penalty.HParams(stage_blocks=(5, 1), serial_share=0.0))
     method.setup(model, make_context(data, 1))

@@ -1,7 +1,7 @@
 """The Method contract. The seam is the *update step*, not the loss: several methods never call
 a global `loss.backward()`.
 
-    reject_settings(model, run) -> raise UsageError for settings that can never work with this
+    reject_settings(model, run, device) -> raise UsageError for settings that can never work with this
                            model and these run settings (more stages than blocks, worker processes
                            on a GPU, ...); runs before a run is claimed, so nothing is logged
     workers(hparams)    -> processes/devices one run of this method needs (executors reserve them)
@@ -88,7 +88,8 @@ class Method:
         """What a run of this method may log: the harness's metrics and the method's own."""
         return HARNESS + cls.METRICS
 
-    def reject_settings(self, model: StagedModel, run: TrainConfig) -> None:
+    def reject_settings(self, model: StagedModel, run: TrainConfig, device: torch.device) -> None:
+        """`device`: where the run will train (`run.device` resolved: "auto" is already cuda or cpu)."""
         return None
 
     @classmethod

@@ -79,7 +79,7 @@ class DFA(Method):
         super().__init__(hparams)
         self.direct: LayerInputFeedback | None = None  # the biotorch style's feedback
 
-    def reject_settings(self, model, run):
+    def reject_settings(self, model, run, device):
         if self.hp.style == "biotorch":
             odd = {k: v for k, v in (("granularity", "layer"), ("feedback", "gaussian"), ("sparse_stride", 2),
                                      ("feedback_shared", False))

@@ -73,7 +73,7 @@ class HybridDFA(DFA):
     source = ("Han & Yoo 2019 (arXiv 1901.01986), Han et al. 2020 (arXiv 2006.12830); the splits are "
               "reconstructions (docs/feedback-alignment.md)")
 
-    def reject_settings(self, model, run):
+    def reject_settings(self, model, run, device):
         n = len(units(model))
         if self.hp.preset == "modulewise" and self.hp.modules > n:
             raise UsageError(f"hybrid-dfa: modules={self.hp.modules} but {model.name or 'the model'} has only "

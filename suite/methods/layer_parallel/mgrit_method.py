@@ -117,9 +117,8 @@ class Mgrit(Method):
         super().__init__(hparams)
         self.team = None  # where the runs' layers live: this process, or worker processes (`setup`)
 
-    def reject_settings(self, model, run):
-        device = run.device if run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        if self.hp.workers > 1 and device != "cpu":
+    def reject_settings(self, model, run, device):
+        if self.hp.workers > 1 and device.type != "cpu":
             raise UsageError("MGRIT worker processes are implemented for CPU (gloo); run on CPU or set workers=1")
         runs = model.ode_runs()
         if self.hp.workers > 1 and runs:

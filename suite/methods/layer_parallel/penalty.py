@@ -133,15 +133,14 @@ class Penalty(Method):
     def workers(cls, hparams) -> int:
         return hparams.stages if hparams.distributed else 1
 
-    def reject_settings(self, model, run):
+    def reject_settings(self, model, run, device):
         stage_bounds(len(model.blocks), self.hp.stages)  # raises UsageError: more stages than blocks
         if self.hp.stage_blocks:
             bounds_from_blocks(self.hp.stage_blocks, len(model.blocks))
             if len(self.hp.stage_blocks) != self.hp.stages:
                 raise UsageError(f"stage_blocks={','.join(map(str, self.hp.stage_blocks))} names "
                                  f"{len(self.hp.stage_blocks)} stages but stages={self.hp.stages}: make them agree")
-        device = run.device if run.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
-        if self.hp.distributed and device != "cpu":
+        if self.hp.distributed and device.type != "cpu":
             raise UsageError("distributed stages are implemented for CPU (gloo); run on CPU or set distributed=false")
 
     def setup(self, model, ctx):

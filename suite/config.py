@@ -97,6 +97,21 @@ class Cell:
         merged = dict(self.overrides) | {k: str(v) for k, v in kv.items()}
         return dataclasses.replace(self, overrides=tuple(sorted(merged.items())))
 
+    def run_name(self, limit: int = 60) -> str:
+        """The MLflow run name: `method/model/dataset/sN[settings]`, floats rounded to 3 digits and
+        cut to `limit` characters (the exact settings are the run's params and its `cell_label`)."""
+        def short(value: str) -> str:
+            try:
+                number = float(value)
+            except ValueError:
+                return value
+            return value if number.is_integer() or "e" in value.lower() and len(value) < 8 else f"{number:.3g}"
+
+        name = f"{self.method}/{self.model}/{self.dataset}/s{self.seed}"
+        if self.overrides:
+            name += "[" + ",".join(f"{k}={short(v)}" for k, v in self.overrides) + "]"
+        return name if len(name) <= limit else name[:limit - 2] + "…]"
+
     @property
     def label(self) -> str:
         extra = ",".join(f"{k}={v}" for k, v in self.overrides)

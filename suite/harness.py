@@ -103,7 +103,7 @@ def run_cell(cell: Cell, tracker: Tracker, *, data_root=None, progress: bool = F
 
 def _run_claimed(cell: Cell, cfg: RunConfig, tracker: Tracker, data_root, progress: bool, on_epoch) -> CellResult:
     device, data, model, method = prepare(cfg, data_root)
-    handle = tracker.claim(cfg.cell_hash, _tags(cfg, device), run_name=cell.label)
+    handle = tracker.claim(cfg.cell_hash, _tags(cfg, device), run_name=cell.run_name())
     if handle is None:
         return CellResult(cell, "busy" if tracker.completed(cfg.cell_hash) is None else "cached")
     handle.log_params(cfg.flat_params())
@@ -133,6 +133,9 @@ def _tags(cfg: RunConfig, device: torch.device) -> dict[str, str]:
             "profile": cfg.cell.profile, "seed": str(cfg.cell.seed), "git_commit": git_commit(),
             "cell_label": cfg.cell.label, "device": str(device),
             "overrides": json.dumps(dict(cfg.cell.overrides), sort_keys=True)}
+    # MLflow's own source tags, so its UI's Source and Version columns show the code
+    tags |= {"mlflow.source.name": "bpsuite", "mlflow.source.type": "LOCAL",
+             "mlflow.source.git.commit": tags["git_commit"].removesuffix("-dirty")}
     tags |= {f"version.{k}": v for k, v in package_versions().items()}
     tags |= {f"hardware.{k}": v for k, v in hardware(device).items()}
     return tags

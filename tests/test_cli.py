@@ -119,6 +119,14 @@ def test_run_and_rerun_from_the_command_line(tmp_path, monkeypatch, capsys, mnis
     for step, acc in zip(history["step"], history["value"]):
         assert re.search(rf"epoch {step + 1}/2  loss \d\.\d{{4}}  .*test acc {100 * acc:.2f}%  \d+\.\d\d s", out), out
     assert f"run id {run['run_id']}; browse it: bpsuite ui --tracking-uri sqlite:///" in out
+    mlflow_run = Tracker(f"sqlite:///{tmp_path / 'mlruns.db'}").client.get_run(run["run_id"])
+    assert mlflow_run.info.run_name == "bp/mlp/mnist/s0[epochs=2]"
+    from suite.config import Cell
+    trial = Cell("bp", "mlp", "mnist", 0, "quick", (("eval_test", "false"), ("lr", "0.00010000000000000009")))
+    assert trial.run_name() == "bp/mlp/mnist/s0[eval_test=false,lr=0.0001]"  # floats rounded
+    assert len(Cell("bp", "mlp", "mnist", 0, "quick", (("k", "v" * 300),)).run_name()) == 60
+    assert mlflow_run.data.tags["cell_label"] == "bp/mlp/mnist/s0[epochs=2]"
+    assert mlflow_run.data.tags["mlflow.source.git.commit"] == run["git_commit"].removesuffix("-dirty")
     assert main(argv) == 0
     assert "cached" in capsys.readouterr().out
 

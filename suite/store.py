@@ -105,17 +105,24 @@ def _check_writable(path: Path, what: str) -> None:
         raise UsageError(f"{what} {path} is read-only; make it writable or choose another store")
 
 
-def check_store_to_write(uri: str) -> None:
-    """For commands that log runs: the store may be new, else an MLflow store that can be written."""
-    check_form(uri)
+def _check_sqlite_to_write(uri: str, uri_name: str, what: str, tables_needed: set[str], kind: str) -> None:
+    """The form of `uri` (called `uri_name` in errors); for an SQLite file (`what`): a writable
+    place, and an existing file that is empty or holds `tables_needed` (else it is another
+    program's database: `kind` names what it must be)."""
+    check_form(uri, uri_name)
     path = sqlite_path(uri)
     if path is None:
         return
-    _check_writable(path, "MLflow store")
+    _check_writable(path, what)
     if path.exists():
         tables = sqlite_tables(path)
-        if tables and not MLFLOW_TABLES <= tables:
-            raise _kind_error(path, tables, "an MLflow store")
+        if tables and not tables_needed <= tables:
+            raise _kind_error(path, tables, kind)
+
+
+def check_store_to_write(uri: str) -> None:
+    """For commands that log runs: the store may be new, else an MLflow store that can be written."""
+    _check_sqlite_to_write(uri, "tracking URI", "MLflow store", MLFLOW_TABLES, "an MLflow store")
 
 
 def check_store_to_read(uri: str) -> None:
@@ -140,15 +147,7 @@ def check_storage(url: str) -> None:
     if url.startswith(SERVER_SCHEMES):
         raise UsageError(f"Optuna storage '{url}': Optuna needs a database URL, not a server. Accepted: "
                          f"sqlite:///PATH or a postgresql:// / mysql:// URL")
-    check_form(url, "Optuna storage")
-    path = sqlite_path(url)
-    if path is None:
-        return
-    _check_writable(path, "Optuna storage")
-    if path.exists():
-        tables = sqlite_tables(path)
-        if tables and not OPTUNA_TABLES <= tables:
-            raise _kind_error(path, tables, "an Optuna storage")
+    _check_sqlite_to_write(url, "Optuna storage", "Optuna storage", OPTUNA_TABLES, "an Optuna storage")
 
 
 def read_only(uri: str) -> str:

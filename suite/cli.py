@@ -98,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help=f"where the report's tables go (default {REPRODUCED_RESULTS}: a rerun never "
                           f"touches the committed results/; `nox -s figures` rebuilds those)")
     rep.add_argument("--figures-dir", default=REPRODUCED_FIGURES, help="where the report's figures go")
+    rep.add_argument("--retrain-other-commits", action="store_true",
+                     help="retrain every cell whose complete run was trained at another commit or from a dirty "
+                          "tree (the old runs stay, tagged superseded), so the grid's runs share this clean "
+                          "commit")
     rep.add_argument("--force", action="store_true",
                      help="let the report replace tables built from more runs than this grid can give")
     rep.add_argument("--settings", default="tuned", choices=("defaults", "tuned"),
@@ -371,8 +375,13 @@ def cmd_reproduce(args) -> int:
         _check_report_outputs(args, experiments, uri)
     warm_up(executor, args.jobs)  # starts no compute: pool workers' imports overlap the validation
     validate_grid(cells, args.data_root)
-    warn_if_dirty()
+    if args.retrain_other_commits:
+        current = clean_commit_or_stop()
+    else:
+        warn_if_dirty()
     tracker = Tracker(uri)  # creates the store once, before workers race to do it
+    if args.retrain_other_commits:
+        retire_other_commits(tracker, cells, current)
     cached = cached_cells(tracker, cells)
     if cached:  # recognised here, not by starting a worker per cell
         print(f"reproduce: {len(cached)} of {len(cells)} cell(s) already complete in the store (cached)")
@@ -404,6 +413,34 @@ def warn_if_dirty() -> None:
         print(f"bpsuite: warning: the work tree has uncommitted changes; these runs will be tagged "
               f"{commit[:12]}…-dirty and their code will not be in git. Commit first for runs that results/ "
               f"can rest on.", file=sys.stderr, flush=True)
+
+
+def clean_commit_or_stop() -> str:
+    """The commit of a clean work tree; a dirty one is an error (retraining from it would only
+    replace runs with others whose code is not in git)."""
+    from suite.provenance import git_commit
+    commit = git_commit()
+    if commit.endswith("-dirty") or commit == "unknown":
+        raise UsageError(f"--retrain-other-commits needs a clean git work tree (this one is {commit[:12]}…"
+                         f"{'-dirty' if commit.endswith('-dirty') else ''}): commit first, or train from a "
+                         f"clean checkout (git worktree add DIR HEAD)")
+    return commit
+
+
+def retire_other_commits(tracker, cells, commit: str) -> None:
+    """Tag `superseded` every complete run of `cells` trained at another commit or from a dirty
+    tree, so that the grid is retrained here and all its runs come from `commit`."""
+    from suite.config import resolve
+    from suite.tracking import COMPLETE
+
+    runs = tracker.runs_frame(sorted({resolve(c).cell_hash for c in cells}))
+    if runs.empty:
+        return
+    stale = runs[runs["status"].isin(COMPLETE) & (runs["git_commit"] != commit)]
+    if len(stale):
+        tracker.supersede(list(stale["run_id"]), f"retrained at {commit} (bpsuite reproduce --retrain-other-commits)")
+        print(f"reproduce: {len(stale)} complete run(s) from other commits or dirty trees tagged superseded; "
+              f"their cells are retrained at {commit[:7]}")
 
 
 def cached_cells(tracker, cells) -> set:

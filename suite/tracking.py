@@ -36,8 +36,8 @@ from suite.errors import StoreError, UsageError
 from suite.store import opening_read_only, removed_if_new
 from suite.store import read_only as read_only_uri
 
-STATUSES = ("running", "finished", "skipped", "diverged", "failed", "killed")
-COMPLETE = ("finished", "skipped", "diverged")  # a rerun redoes only failed and killed cells
+STATUSES = ("running", "finished", "skipped", "diverged", "failed", "killed", "superseded")
+COMPLETE = ("finished", "skipped", "diverged")  # a rerun redoes only failed, killed and superseded cells
 _MLFLOW_STATUS = {"finished": "FINISHED", "skipped": "FINISHED", "diverged": "FINISHED",
                   "failed": "FAILED", "killed": "KILLED"}
 DEFAULT_EXPERIMENT = "bpsuite"
@@ -203,6 +203,14 @@ class Tracker:
         if reason:
             _retry(self.client.set_tag, run_id, "status_reason", reason[:5000])
         _retry(self.client.set_terminated, run_id, _MLFLOW_STATUS[status])
+
+    def supersede(self, run_ids: list[str], reason: str) -> None:
+        """Retire complete runs so that their cells are trained again: each keeps its metrics and
+        tags (nothing is deleted) and is tagged `status=superseded` with `superseded_reason`, which
+        no report and no cache lookup reads."""
+        for run_id in run_ids:
+            _retry(self.client.set_tag, run_id, "superseded_reason", reason[:5000])
+            _retry(self.client.set_tag, run_id, "status", "superseded")
 
     # -- runs that are not cells: a tuning study, the parent its trials nest under ------------------
     def start_run(self, run_name: str, tags: dict[str, str]) -> RunHandle:

@@ -169,3 +169,27 @@ def test_progress_lines_stay_short_and_estimate_only_from_trained_cells():
     bar.update(CellResult(cells[0], "finished", metrics={"test_acc": 0.5}))
     bar.close()
     assert "[1/3]" in tty.getvalue()  # a line per finished cell above the bar
+
+
+def test_retrain_other_commits_supersedes_only_other_commits_and_keeps_the_old_runs(tmp_path, monkeypatch):
+    import suite.provenance
+    from suite.cli import cached_cells, clean_commit_or_stop, retire_other_commits
+    from suite.config import Cell, resolve
+    from suite.errors import UsageError
+    from suite.tracking import Tracker
+
+    tracker = Tracker(f"sqlite:///{tmp_path / 'store.db'}")
+    cells = [Cell("bp", "mlp", "mnist", s, "smoke") for s in range(3)]
+    commits = ["a" * 40 + "-dirty", "b" * 40, "a" * 40]
+    for cell, commit in zip(cells, commits):
+        handle = tracker.claim(resolve(cell).cell_hash, {"git_commit": commit}, cell.run_name())
+        handle.log_metrics({"test_acc": 0.5})
+        handle.finish("finished")
+    retire_other_commits(tracker, cells, "a" * 40)
+    assert cached_cells(tracker, cells) == {cells[2]}  # the dirty and the other commit's runs retrain
+    runs = tracker.runs_frame()
+    assert sorted(runs["status"]) == ["finished", "superseded", "superseded"] and len(runs) == 3
+    assert runs["m.test_acc"].eq(0.5).all()  # superseded runs keep their metrics: nothing is lost
+    monkeypatch.setattr(suite.provenance, "git_commit", lambda: "c" * 40 + "-dirty")
+    with pytest.raises(UsageError, match="needs a clean git work tree"):
+        clean_commit_or_stop()

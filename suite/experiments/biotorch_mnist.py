@@ -39,6 +39,7 @@ from suite.experiments.base import Experiment
 from suite.methods.feedback.alignment import WALIGN_LAYER
 from suite.report.baselines import load_published
 from suite.report.compare import at_chance, at_chance_causes, at_chance_text
+from suite.report.fairness import Evidence, Setting
 from suite.report.stats import fmt_ci, mean_ci, tolerance_verdict
 
 SOURCE = "BioTorch Benchmarks.md (jsalbert/biotorch @536ea21), MNIST & Fashion-MNIST table, LeNet MNIST"
@@ -335,7 +336,10 @@ def add_verdicts(ctx, table: pd.DataFrame, checks: dict[str, str] | None = None)
                             & (ctx.runs.status == "finished")]
             if row.method in checks and at_chance(runs).any():
                 why += f"; {checks[row.method]} (results/{FIRST_EPOCH_FILE})"
-            ctx.add_verdict(claim, SOURCE, f"{row.seeds} seeds, the published setting", figure, rule, verdict, why)
+            ctx.add_verdict(claim, SOURCE, f"{row.seeds} seeds, the published setting", figure, rule, verdict, why,
+                            Evidence(ctx.runs[(ctx.runs.method == row.method) & (ctx.runs.dataset == row.dataset)],
+                                     Setting("published", "BioTorch's LeNet config; the settings table lists "
+                                                          "where the grid departs from it")))
         else:
             ctx.add_verdict(claim, SOURCE, f"profile {ctx.profile}: the published setting scaled down (see the "
                             "settings table)", figure, rule, "undecided",

@@ -39,6 +39,7 @@ from suite.experiments.feedback_common import (
     variant,
     with_labels,
 )
+from suite.report.fairness import Evidence, Setting
 from suite.report.stats import summarise
 
 SOURCE = "Han & Yoo 2019 (arXiv 1901.01986) CIFAR study, reconstructed (no per-method table is available)"
@@ -130,7 +131,10 @@ def small_data_verdict(ctx, runs: pd.DataFrame) -> None:
                     f"{small['p.train.train_subset'].iloc[0]} samples, {seeds} seeds (paper: CIFAR-10/100)",
                     f"best rival {best}: {figure} pts vs BP",
                     "95% CI of (best rival − BP), paired by seed, above 0 at the smallest fraction; its upper end "
-                    f"below {NEGLIGIBLE_POINTS:g} pt: not reproduced; else undecided", verdict, why)
+                    f"below {NEGLIGIBLE_POINTS:g} pt: not reproduced; else undecided", verdict, why,
+                    Evidence(small[small.method.isin(["bp", "bdfa", "hybrid-dfa"])],
+                             Setting("untuned", "one Adam lr 1e-3 for every method, no search; a fixed number of "
+                                                "steps, no epoch selection; a single hidden FC layer")))
 
 
 def report(ctx) -> None:

@@ -45,6 +45,7 @@ from suite.methods.layer_parallel.penalty import (
 from suite.metrics import EPOCH_TIME, TEST_ACC, TRAIN_TIME
 from suite.report.compare import TARGET_NOTE, compare_to_bp
 from suite.report.context import hparam
+from suite.report.fairness import Evidence, Setting
 
 SOURCE = ("Sun et al. 2020/2021, arXiv 2009.01462 v2/v3 (abstract: accuracy 'comparable' to serial BP, "
           "SPH and DS); tables not available, shapes regenerated [NF]")
@@ -210,8 +211,12 @@ def verdict_table(runs: pd.DataFrame) -> pd.DataFrame:
                              "violation (b1, parallel epochs)": "–" if math.isnan(violation) else f"{violation:.3f}",
                              VERDICT_COL:
                                  {"reproduced": "comparable", "not reproduced": "not comparable"}.get(
-                                     margin_verdict(diff, half, COMPARABLE_POINTS), "undecided")})
+                                     margin_verdict(diff, half, COMPARABLE_POINTS), "undecided"),
+                             RUNS_COL: list(sub["run_id"]) + list(group[group.method == "bp"]["run_id"])})
     return pd.DataFrame(rows)
+
+
+RUNS_COL = "_run_ids"  # the runs behind a row's verdict (not written to the table)
 
 
 def add_verdicts(ctx, verdicts: pd.DataFrame) -> None:
@@ -232,7 +237,10 @@ def add_verdicts(ctx, verdicts: pd.DataFrame) -> None:
             "default β and lr (paper: ResNet/WRN on CIFAR, settings not available)",
             f"{row['acc %']}% vs BP {row['bp acc %']}% (Δ {row['Δ vs bp (pts)']} pts)",
             f"95% CI of Δ (paired by seed) above −{COMPARABLE_POINTS:g} pt; below it: not reproduced; "
-            "straddling: undecided", outcome, why)
+            "straddling: undecided", outcome, why,
+            Evidence(ctx.runs[ctx.runs.run_id.isin(row[RUNS_COL])],
+                     Setting("untuned", "β, its schedule, the λ update, the SPH split and the stages' lr are the "
+                                        "suite's reconstruction at their defaults, none searched")))
 
 
 def settings_table(profile: str) -> str:
@@ -290,6 +298,7 @@ def report(ctx) -> None:
         return
     verdicts = verdict_table(runs)
     add_verdicts(ctx, verdicts)
+    verdicts = verdicts.drop(columns=RUNS_COL, errors="ignore")
     claim = ("\n\n## The accuracy claim\n\n"
              + (verdicts.to_markdown(index=False) if len(verdicts) else "_no runs with SPH_")
              + f"\n\nRule: 'comparable' when the whole 95% CI of the difference from serial BP's accuracy in the "

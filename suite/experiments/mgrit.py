@@ -65,6 +65,7 @@ from suite.methods.layer_parallel.mgrit_method import (
 from suite.metrics import TEST_ACC, TRAIN_LOSS, TRAIN_TIME
 from suite.report.compare import TARGET_NOTE, accuracy_by_seed, compare_to_bp
 from suite.report.context import hparam, with_variants
+from suite.report.fairness import Evidence, Setting
 from suite.report.stats import margin_verdict, mean_ci, paired_diff_ci, tolerance_verdict
 
 SIMILAR_POINTS = 1.0  # "similar to serial training": within this many points of BP's accuracy
@@ -269,7 +270,10 @@ def add_verdicts(ctx, table: pd.DataFrame, tb_table: pd.DataFrame, runs: pd.Data
                         {"reproduced": "",
                          "undecided": f"Δ {row[PAIRED_COL]} straddles −{SIMILAR_POINTS:g} pt; more seeds would "
                                       "narrow it"}.get(outcome, "the inexact forward/adjoint of the one-shot solve "
-                                                                "costs accuracy here"))
+                                                                "costs accuracy here"),
+                        Evidence(runs[runs.variant.isin([row.variant, "bp"]) & (runs.model == row.model)],
+                                 Setting("untuned", "the suite's ODE network, levels and coarsening; BP's lr "
+                                                    "for both, no search")))
     for _, row in tb_table.iterrows():
         gap = row.get("ours − published (pts)", "–")
         if gap in ("–", None) or not str(row.variant).startswith("mgrit"):
@@ -287,7 +291,9 @@ def add_verdicts(ctx, table: pd.DataFrame, tb_table: pd.DataFrame, runs: pd.Data
                                                "held-out images make single runs noisy; more seeds would decide"}.get(
                             outcome, "one published run on 500 images (±1 image = 0.2 pts); ours differs in the "
                                      "held-out images, the subset, per-epoch reshuffling and seeds, and BP at the "
-                                     "same setting is equally far (see the table)"))
+                                     "same setting is equally far (see the table)"),
+                        Evidence(runs[(runs.variant == row.variant) & (runs.model == row.model)],
+                                 Setting("published", "TorchBraid's MNIST notebook")))
 
 
 def settings_table(profile: str) -> str:

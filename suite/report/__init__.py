@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from suite.atomic import write_text
+from suite.atomic import replacing, write_text
 from suite.config import resolve
 from suite.errors import UsageError
 from suite.report.context import ReportContext, overrides_columns, set_style
@@ -140,23 +140,52 @@ def merged_index(contexts, results_dir: Path) -> list[dict]:
     return [index[k] for k in sorted(index, key=lambda k: order.get(k, len(order)))]
 
 
+VERDICT_RULE = (
+    "A figure's outcome becomes a verdict only under the rule in `suite/report/fairness.py`: *not reproduced* "
+    "needs (a) the published setting, or the reconstruction's free settings searched under a declared budget "
+    "with BP given the same budget; (b) for a speed claim, a compute bound at the setting that reaches the "
+    "claim; (c) every run behind it from one clean commit, ≥ 3 seeds per cell. *reproduced* needs (c). A "
+    "verdict missing a condition it needs is *undecided* and names it. *not testable here*: the claim needs "
+    "what this machine lacks (CIFAR files, ImageNet, a GPU budget).")
+
+
 def write_verdicts(records: list[dict], results_dir: Path) -> Path | None:
-    """results/verdicts.md: every published claim the reported experiments test, in one table."""
+    """results/verdicts.md (a compact table, then one section per claim) and results/verdicts.csv
+    (every field, one row per claim) for every claim the reported experiments test."""
     rows = [v for record in records for v in record["verdicts"]]
     if not rows:
         return None
     frame = pd.DataFrame(rows)
     counts = frame["verdict"].value_counts()
     lines = ["# Verdicts: every published claim the suite tests", "",
-             "Each row is computed by an experiment's report from the committed runs (`nox -s figures` "
-             "rebuilds it). *reproduced*: the rule holds on the reproduced figure; *not reproduced*: it "
-             "does not, with the diagnosis; *not testable here*: the claim needs what this machine lacks "
-             "(CIFAR files, a GPU budget), with the reason; *undecided*: the runs cannot decide it yet.", "",
+             "Computed by each experiment's report from the committed runs (`nox -s figures` rebuilds this "
+             "page and `verdicts.csv`). " + VERDICT_RULE, "",
              "Counts: " + ", ".join(f"{k} {v}" for k, v in counts.items()) + ".", "",
-             frame.to_markdown(index=False)]
+             "| # | experiment | claim | verdict | figure |", "|---:|---|---|---|---|"]
+    rows = [{key: "–" for key in ("profile", "claim", "source", "setting used", "reproduced", "rule")} | row
+            for row in rows]
+    for i, row in enumerate(rows, 1):
+        said = row.get("figure says", row["verdict"])
+        verdict = row["verdict"] + (f" (figure: {said})" if said != row["verdict"] else "")
+        lines.append(f"| [{i}](#{i}) | {row['experiment']} | {row['claim']} | **{verdict}** | {row['reproduced']} |")
+    for i, row in enumerate(rows, 1):
+        lines += ["", f'<a id="{i}"></a>', f"## {i}. {row['experiment']}: {row['claim']}", "",
+                  f"- **Verdict:** {row['verdict']}" + (f" (the figure alone: {row['figure says']})"
+                                                        if row.get("figure says", row["verdict"]) != row["verdict"] else ""),
+                  f"- **Figure:** {row['reproduced']}",
+                  f"- **Rule:** {row['rule']}",
+                  f"- **Setting used:** {row['setting used']} (profile `{row['profile']}`); "
+                  f"report: [{row['experiment']}.md]({row['experiment']}.md)",
+                  f"- **Source:** {row['source']}"]
+        if row.get("conditions", "–") != "–":
+            lines.append(f"- **Conditions:** {row['conditions']}")
+        if str(row.get("why", "")).strip():
+            lines.append(f"- **Why:** {row['why']}")
     Path(results_dir).mkdir(parents=True, exist_ok=True)
     path = Path(results_dir) / "verdicts.md"
     write_text(path, "\n".join(lines) + "\n")
+    with replacing(Path(results_dir) / "verdicts.csv") as tmp:
+        frame.to_csv(tmp, index=False)
     return path
 
 

@@ -20,6 +20,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from suite.atomic import replacing, write_text  # noqa: E402
+from suite.report.fairness import Evidence, conditions_line, decide  # noqa: E402
 
 CELL_COLUMNS = ["method", "model", "dataset", "seed"]
 KINDS = ("measured", "modelled")
@@ -82,17 +83,25 @@ class ReportContext:
         return md_path
 
     def add_verdict(self, claim: str, source: str, setting: str, reproduced: str, rule: str, verdict: str,
-                    why: str = "") -> None:
+                    why: str = "", evidence: Evidence | None = None) -> None:
         """One published claim this experiment tests: the setting used (beside the published one),
-        the reproduced figure (with its CI), the rule that decides, and the verdict; `why` is the
-        diagnosis of a "not reproduced" or the reason a claim is "not testable here"."""
+        the reproduced figure (with its CI), the rule that decides, and the outcome the figure
+        gives; `why` is the diagnosis of a "not reproduced" or the reason a claim is "not testable
+        here". A reproduced / not reproduced outcome needs its `evidence` (the runs it rests on and
+        how their settings were chosen): `suite.report.fairness.decide` turns it into *undecided*
+        when a condition it needs is missing, and the row says which."""
         if verdict not in VERDICTS:
             raise ValueError(f"verdict must be one of {VERDICTS}, got {verdict!r}")
         if verdict in ("not reproduced", "not testable here", "undecided") and not why.strip():
             raise ValueError(f"a '{verdict}' verdict needs its diagnosis or reason (claim: {claim})")
+        decided, missing = decide(verdict, evidence)
+        if missing:
+            why = (f"the figure alone says *{verdict}*, but the rule for it lacks " + "; ".join(missing)
+                   + (f". Diagnosis: {why}" if why.strip() else ""))
         self.verdicts.append({"experiment": self.name, "profile": self.profile, "claim": claim, "source": source,
                               "setting used": setting, "reproduced": reproduced, "rule": rule,
-                              "verdict": verdict, "why": why})
+                              "verdict": decided, "figure says": verdict, "why": why,
+                              "conditions": conditions_line(verdict, evidence, missing)})
 
     def save_figure(self, fig, suffix: str, kind: str, title: str, reproduces: str | None = None) -> Path:
         if kind not in KINDS:

@@ -86,3 +86,6 @@ def test_reporting_one_experiment_keeps_the_others_in_the_shared_files(tmp_path)
     provenance = (results / "PROVENANCE.md").read_text()
     assert "Runs: 2;" in provenance and "`c2`" in provenance and "`c3`" in provenance and "`c1`" not in provenance
     assert "- 2 run(s): cpu_model=CPU A" in provenance
+    front = (results / "README.md").read_text()  # the generated front page links every report and figure
+    assert "Counts: " in front and "reproduced 1" in front and "not reproduced 1" in front and "(verdicts.md#1)" in front
+    assert "| mgrit | 1 |" in front and "(../figs/mgrit.png)" in front

@@ -69,7 +69,8 @@ def declare_settings(ctx) -> None:
          "each method's defaults (He et al. 2016's CIFAR recipe for bp)"),
         ("learning rate", "–", "tuned per method and cell where baselines/tuned-settings.json has an entry; "
          f"else {bp.lr:g} ({model_lrs})",
-         "`bpsuite tune` (docs/tuning.md): 8-point log grid, validation split, seed 0"),
+         "`bpsuite tune` (docs/tuning.md): 8-point log grid, validation split, seed 0; only the learning "
+         "rate was tuned, every other setting of each method is at its default"),
         ("threads per run, divergence bound", "–", f"{run.threads}; loss > {run.diverge_factor:g}× its first window",
          "run settings (docs/design.md)"),
     ])

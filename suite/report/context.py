@@ -101,7 +101,7 @@ class ReportContext:
         self.verdicts.append({"experiment": self.name, "profile": self.profile, "claim": claim, "source": source,
                               "setting used": setting, "reproduced": reproduced, "rule": rule,
                               "verdict": decided, "figure says": verdict, "why": why,
-                              "conditions": conditions_line(verdict, evidence, missing)})
+                              "conditions": conditions_line(evidence, missing)})
 
     def save_figure(self, fig, suffix: str, kind: str, title: str, reproduces: str | None = None) -> Path:
         if kind not in KINDS:

@@ -124,7 +124,7 @@ def decide(outcome: str, evidence: Evidence | None) -> tuple[str, list[str]]:
     return ("undecided" if missing else outcome), missing
 
 
-def conditions_line(outcome: str, evidence: Evidence | None, missing: list[str]) -> str:
+def conditions_line(evidence: Evidence | None, missing: list[str]) -> str:
     """One line for the verdict's section: each condition and whether it held."""
     if evidence is None:
         return "–"

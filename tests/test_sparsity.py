@@ -217,3 +217,67 @@ def test_timm_model_is_instrumented_on_every_layer():
     out = method.diagnostics(0)
     assert out["sp/act_out"] > 0.2  # ReLU6 outputs
     assert math.isfinite(out["sp/speedup_bwd"]) and out["sp/speedup_bwd"] > 1
+
+
+def test_update_false_measures_every_step_at_the_initial_weights():
+    probed = _train(BPSparsity(BPSparsityHParams(lr=0.05, sample_every=1, update=False)), "cnn")
+    torch.manual_seed(0)
+    data = random_bundle(n_train=48, batch_size=16)
+    initial = build_model("cnn", data.input_shape, data.num_classes).state_dict()
+    for name, value in initial.items():
+        if "running" not in name and "num_batches" not in name:  # BN statistics still follow the batches
+            assert torch.equal(value, probed.model.state_dict()[name]), name
+    assert len(probed._epoch_records) == 3
+    # the backward still ran: every parameter has its gradient
+    assert all(p.grad is not None for p in probed.model.parameters())
+
+
+def test_timm_build_options_are_parsed_checked_and_passed():
+    pytest.importorskip("timm")
+    from suite.errors import UsageError
+    from suite.models import check_model_name
+
+    def last_bn_weights(name):
+        torch.manual_seed(0)
+        model = build_model(name, (3, 32, 32), 10)
+        return [float(block.inner.bn2.weight.detach().abs().sum()) for block in model.blocks]
+
+    assert all(w == 0 for w in last_bn_weights("timm:resnet18"))  # timm's default: zero-init last BN
+    assert all(w > 0 for w in last_bn_weights("timm:resnet18:zero_init_last=false"))
+    with pytest.raises(UsageError, match="zero_init_last"):
+        check_model_name("timm:resnet18:zero_init=false")
+    with pytest.raises(UsageError, match="true, false"):
+        check_model_name("timm:resnet18:zero_init_last=no")
+
+
+def test_bound_test_against_hand_ranked_ratios():
+    from suite.experiments.gradient_sparsity import bound_test
+    ratios = {"a": 5.5, "b": 2.0, "c": 1.8, "d": 1.75, "e": 1.7, "f": 1.3}
+    ok = bound_test(ratios, (1.69, 5.43))
+    assert ok["consistent"] and ok["largest"] == ("a", 5.5) and ok["nth_largest"] == ("e", 1.7)
+    assert ok["near_max"] == ["a"] and ok["near_min"] == ["c", "d", "e"]
+    low = bound_test(ratios, (1.71, 5.43))  # five networks of at least 1.71x: only four candidates have it
+    assert not low["consistent"] and low["max_ok"] and not low["min_ok"]
+    high = bound_test(ratios, (1.2, 5.6))
+    assert not high["consistent"] and not high["max_ok"] and high["min_ok"]
+    with pytest.raises(ValueError, match="at least 5"):
+        bound_test({"a": 9.0, "b": 9.0}, (1.0, 2.0))
+
+
+def test_a_network_whose_runs_did_not_finish_is_a_row():
+    import pandas as pd
+
+    from suite.experiments import gradient_sparsity as gs
+
+    runs = pd.DataFrame({"run_id": ["r1"], "model": ["timm:vgg16"], "dataset": [gs.RANDOM], "status": ["diverged"],
+                         "status_reason": ["non-finite loss at step 1"], "seed": [0]})
+
+    class Ctx:
+        def history(self, keys):
+            return pd.DataFrame(columns=["run_id", "key", "step", "value"])
+
+    ctx = Ctx()
+    ctx.runs = runs
+    table = gs.network_table(ctx)
+    assert table[["network", "runs", "not_finished", "why"]].to_dict("records") == [
+        {"network": "vgg16", "runs": 0, "not_finished": 1, "why": "non-finite loss at step 1"}]

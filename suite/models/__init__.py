@@ -1,7 +1,8 @@
 """Model registry: `MODELS` maps a family name to a builder `(in_shape, num_classes, spec) -> StagedModel`.
 
 Names: a registered key (`resnet20`), a key with a spec after a colon (`mlp:800-8-800:tanh`,
-`cnn:tanh`, `bottleneck:28`), or `timm:<name>` for any timm model.
+`cnn:tanh`, `bottleneck:28`), or `timm:<name>` for any timm model (with build options:
+`timm:resnet50:zero_init_last=false`; suite/models/timm_wrap.py).
 """
 
 from __future__ import annotations
@@ -45,9 +46,8 @@ TIMM_PREFIX = "timm:"
 def check_model_name(name: str) -> None:
     """Validate a model name without building it (cheap; used before any compute)."""
     if name.startswith(TIMM_PREFIX):
-        import timm
-        if name[len(TIMM_PREFIX):] not in timm.list_models():
-            raise unknown_name("timm model", name[len(TIMM_PREFIX):], timm.list_models())
+        from suite.models.timm_wrap import parse_timm_name
+        parse_timm_name(name[len(TIMM_PREFIX):])
         return
     family, _, spec = name.partition(":")
     if family not in MODELS:

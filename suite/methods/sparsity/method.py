@@ -60,6 +60,8 @@ class BPSparsityHParams(BPHParams):
     sample_every: int = param(50, "instrument every N-th step (and the first step of every epoch)", low=1)
     log_layers: int = param(16, "log per-layer metrics for the first N layers (all go to the JSON artifact)",
                             low=0)
+    update: bool = param(True, "apply BP's update; false measures every step at the initial weights (backward "
+                                "only, no optimiser step: an instrumentation run that cannot diverge)")
     skip_zero_weights: bool = param(False, "also skip zero weights (weight sparsity; not the paper's "
                                            "activation-based sparsity, and zero-initialised layers would read as free)")
 
@@ -97,11 +99,21 @@ class BPSparsity(BP):
     def train_step(self, batch):
         step, self.step = self.step, self.step + 1
         if not self.is_sampled(step):
-            return super().train_step(batch)
+            return self._bp_step(batch)
         with ProbeRecorder(self.layers, self.activations, self.hp.skip_zero_weights) as recorder:
-            out = super().train_step(batch)
+            out = self._bp_step(batch)
         self._epoch_records.append((step, recorder.layer_stats(), recorder.activation_stats()))
         return out
+
+    def _bp_step(self, batch):
+        if self.hp.update:
+            return super().train_step(batch)
+        self.model.train()  # the same forward and backward as BP's step, without the optimiser step
+        logits = self.model(batch.x)
+        loss = self.loss_fn(logits, batch.y)
+        self.model.zero_grad(set_to_none=True)
+        loss.backward()
+        return self.step_stats(logits, batch.y, loss)
 
     def diagnostics(self, epoch):
         records, self._epoch_records = self._epoch_records, []

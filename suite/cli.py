@@ -273,7 +273,7 @@ def cmd_list(args) -> int:
 
 
 def cmd_migrate(args) -> int:
-    from suite.migrate import migrate_metric_keys
+    from suite.migrate import migrate_metric_keys, migrate_run_statuses
     from suite.store import check_store_to_write
     uri = _tracking_uri(args, write=False)
     check_store_to_write(uri)
@@ -281,6 +281,9 @@ def cmd_migrate(args) -> int:
     for key, runs in sorted(renamed.items()):
         print(f"{key:<34} renamed in {runs} run(s)")
     print(f"migrate: {sum(renamed.values())} key(s) renamed in {uri}" if renamed else f"migrate: nothing to rename in {uri}")
+    statuses = migrate_run_statuses(uri)
+    for status, runs in sorted(statuses.items()):
+        print(f"{status:<34} MLflow status set in {runs} run(s)")
     return 0
 
 

@@ -1,6 +1,9 @@
-"""`bpsuite migrate`: rename the metric keys that runs logged before the metrics had namespaces
-(each method's declarations with `was=`, suite/metrics.py) in an existing MLflow store, so reports that read declared keys find
-them. Idempotent: a key already under its new name is left alone.
+"""`bpsuite migrate`: bring an existing MLflow store up to the current conventions. Idempotent.
+
+* Metric keys that runs logged before the metrics had namespaces (each method's declarations with
+  `was=`, suite/metrics.py) are renamed, so reports that read declared keys find them.
+* MLflow's own run status is made to follow the suite's `status` tag (`tracking.MLFLOW_STATUS`):
+  a diverged run shows as FAILED and a skipped one as KILLED in the UI, not as a green FINISHED.
 
 Only SQLite stores (`sqlite:///path`, the suite's default) are supported: MLflow has no API to
 rename a metric, so this edits its `metrics` and `latest_metrics` tables directly, in one
@@ -35,14 +38,39 @@ def new_name(key: str, method: str, renames: dict[str, tuple[Metric, ...]] | Non
     return None
 
 
-def migrate_metric_keys(uri: str) -> Counter:
-    """Rename old keys in the store at `uri`; returns {old key → runs renamed} over both tables."""
+def _sqlite_path(uri: str) -> Path:
     if not uri.startswith("sqlite:///"):
         raise UsageError(f"migrate works on SQLite MLflow stores (sqlite:///path), not {uri}")
     path = Path(uri[len("sqlite:///"):])
     if not path.exists():
         raise UsageError(f"no MLflow store at {path}")
-    con = sqlite3.connect(path)
+    return path
+
+
+def migrate_run_statuses(uri: str) -> Counter:
+    """Set each ended run's MLflow status from its suite `status` tag; returns {suite status →
+    runs changed}. Running runs are left alone (their process owns them)."""
+    from suite.tracking import MLFLOW_STATUS
+
+    con = sqlite3.connect(_sqlite_path(uri))
+    try:
+        changed: Counter = Counter()
+        with con:
+            rows = con.execute("SELECT r.run_uuid, r.status, t.value FROM runs r JOIN tags t "
+                               "ON t.run_uuid = r.run_uuid AND t.key = 'status'").fetchall()
+            for run, mlflow_status, status in rows:
+                wanted = MLFLOW_STATUS.get(status)
+                if wanted and wanted != mlflow_status:
+                    con.execute("UPDATE runs SET status = ? WHERE run_uuid = ?", (wanted, run))
+                    changed[status] += 1
+        return changed
+    finally:
+        con.close()
+
+
+def migrate_metric_keys(uri: str) -> Counter:
+    """Rename old keys in the store at `uri`; returns {old key → runs renamed} over both tables."""
+    con = sqlite3.connect(_sqlite_path(uri))
     try:
         method_of = dict(con.execute("SELECT run_uuid, value FROM tags WHERE key = 'method'"))
         renamed: Counter = Counter()

@@ -38,8 +38,11 @@ from suite.store import read_only as read_only_uri
 
 STATUSES = ("running", "finished", "skipped", "diverged", "failed", "killed", "superseded")
 COMPLETE = ("finished", "skipped", "diverged")  # a rerun redoes only failed, killed and superseded cells
-_MLFLOW_STATUS = {"finished": "FINISHED", "skipped": "FINISHED", "diverged": "FINISHED",
-                  "failed": "FAILED", "killed": "KILLED"}
+# MLflow's status for each ended suite status: the UI colours FINISHED green, so a run that did not
+# train to its end must not be FINISHED (diverged: FAILED; skipped, could not run here: KILLED).
+# A superseded run keeps the status it ended with.
+MLFLOW_STATUS = {"finished": "FINISHED", "skipped": "KILLED", "diverged": "FAILED",
+                 "failed": "FAILED", "killed": "KILLED"}
 DEFAULT_EXPERIMENT = "bpsuite"
 
 
@@ -202,7 +205,7 @@ class Tracker:
         _retry(self.client.set_tag, run_id, "status", status)
         if reason:
             _retry(self.client.set_tag, run_id, "status_reason", reason[:5000])
-        _retry(self.client.set_terminated, run_id, _MLFLOW_STATUS[status])
+        _retry(self.client.set_terminated, run_id, MLFLOW_STATUS[status])
 
     def supersede(self, run_ids: list[str], reason: str) -> None:
         """Retire complete runs so that their cells are trained again: each keeps its metrics and

@@ -79,6 +79,7 @@ def test_nonfinite_loss_ends_run_as_diverged_and_grid_goes_on(tracker, mnist_roo
     assert diverged.status == "diverged" and "step 2" in diverged.reason
     run = tracker.client.get_run(diverged.run_id)
     assert run.data.tags["status"] == "diverged" and run.data.metrics["diverged_step"] == 2
+    assert run.info.status == "FAILED"  # not MLflow's green FINISHED
     assert run_cell(cell("bp"), tracker).status == "finished"
 
 

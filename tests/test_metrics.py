@@ -101,3 +101,18 @@ def test_migrate_renames_old_keys_once(tmp_path, tracker, mnist_root, capsys):
 def test_migrate_refuses_what_it_cannot_edit(tmp_path):
     assert main(["migrate", "--tracking-uri", "http://localhost:5000"]) == 2
     assert main(["migrate", "--tracking-uri", f"sqlite:///{tmp_path / 'absent.db'}"]) == 2
+
+
+def test_migrate_sets_mlflow_status_from_the_suite_status(tmp_path, tracker, mnist_root):
+    from suite.migrate import migrate_run_statuses
+
+    runs = [run_cell(Cell("bp", "mlp", "mnist", seed, "smoke"), tracker) for seed in (0, 1)]
+    con = sqlite3.connect(tmp_path / "mlruns.db")
+    with con:  # an old store: the first run's suite status says diverged, MLflow still says FINISHED
+        con.execute("UPDATE tags SET value = 'diverged' WHERE key = 'status' AND run_uuid = ?", (runs[0].run_id,))
+    con.close()
+    uri = f"sqlite:///{tmp_path / 'mlruns.db'}"
+    assert migrate_run_statuses(uri) == {"diverged": 1}
+    assert tracker.client.get_run(runs[0].run_id).info.status == "FAILED"
+    assert tracker.client.get_run(runs[1].run_id).info.status == "FINISHED"
+    assert not migrate_run_statuses(uri)  # a second pass finds nothing

@@ -182,5 +182,6 @@ def test_summary_shows_what_tuning_changed(tracker, tmp_path, monkeypatch):
     assert list(effect.index) == ["bp"]  # the only cell whose lr changed
     row = effect.loc["bp"]
     assert row["lr (default → tuned)"] == "0.1 → 0.05"
-    assert row["test acc % at default"].startswith("85.00 ± ") and row["test acc % tuned"].startswith("86.00 ± ")
+    # two seeds 10 points apart: the t interval (± 63.5) leaves [0, 100], so the bounded bootstrap one is shown
+    assert row["test acc % at default"] == "85.00 [80.00, 90.00]" and row["test acc % tuned"] == "86.00 [81.00, 91.00]"
     assert row["Δ (pts)"] == "+1.00 ± 0.00"  # paired by seed: both seeds gain exactly 1 point

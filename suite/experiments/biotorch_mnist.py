@@ -30,7 +30,6 @@ import math
 import re
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
@@ -40,7 +39,9 @@ from suite.methods.feedback.alignment import WALIGN_LAYER
 from suite.report.baselines import load_published
 from suite.report.compare import at_chance, at_chance_causes, at_chance_text
 from suite.report.fairness import Evidence, Setting
-from suite.report.stats import fmt_ci, mean_ci, tolerance_verdict
+from suite.report.figures import epoch_axis, lines_with_seeds, one_legend, panels
+from suite.report.palette import colors
+from suite.report.stats import fmt_bounded, mean_ci, tolerance_verdict
 
 SOURCE = "BioTorch Benchmarks.md (jsalbert/biotorch @536ea21), MNIST & Fashion-MNIST table, LeNet MNIST"
 METHODS = ("bp", "fa", "usf", "brsf", "frsf", "dfa")
@@ -145,11 +146,11 @@ def _cell(values: pd.Series, diverged: list[str]) -> tuple[str, float, float]:
     """'mean ± CI' over the finished seeds; diverged seeds are named, never averaged."""
     mean, half, _ = mean_ci(values)
     if not diverged:
-        return (fmt_ci(mean, half, 1, 2) if len(values) else "–"), mean, half
+        return (fmt_bounded(list(values)) if len(values) else "–"), mean, half
     steps = f"diverged ({'step' if len(diverged) == 1 else 'steps'} {', '.join(diverged)})"
     if not len(values):
         return steps, mean, half
-    return f"{fmt_ci(mean, half, 1, 2)}; {len(diverged)}/{len(values) + len(diverged)} {steps}", mean, half
+    return f"{fmt_bounded(list(values))}; {len(diverged)}/{len(values) + len(diverged)} {steps}", mean, half
 
 
 def summary_table(runs: pd.DataFrame, selected: pd.DataFrame, profile: str) -> pd.DataFrame:
@@ -353,13 +354,17 @@ def _error_figure(ctx, hist: pd.DataFrame) -> None:
         return
     acc["test error %"] = 100 * (1 - acc["value"])
     datasets = sorted(acc.dataset.unique())
-    fig, axes = plt.subplots(1, len(datasets), figsize=(5.5 * len(datasets), 3.8), squeeze=False)
-    for ax, dataset in zip(axes[0], datasets):
-        sns.lineplot(acc[acc.dataset == dataset], x="step", y="test error %", hue="method", hue_order=
-                     [m for m in METHODS if m in set(acc.method)], ax=ax, errorbar=("ci", 95), seed=0)
-        ax.set(yscale="log", title=dataset, xlabel="epoch")
-    ctx.save_figure(fig, "error", "measured", "Test error per epoch per method (mean, 95% CI over seeds)",
-                    reproduces=SOURCE)
+    order = [m for m in METHODS if m in set(acc.method)]
+    palette = colors(order)
+    fig, axes = panels(len(datasets), panel=(4.6, 3.4), legend_width=1.4)
+    for ax, dataset in zip(axes, datasets):
+        lines_with_seeds(ax, acc[acc.dataset == dataset], "step", "test error %", "method", palette, order)
+        ax.set(yscale="log", title=dataset, ylabel="test error (%, log scale)")
+        epoch_axis(ax)
+    one_legend(fig, title="method", order=order)
+    ctx.save_figure(fig, "error", "measured",
+                    f"Test error per epoch per method, LeNet, profile {ctx.profile} (mean, 95% bootstrap CI over "
+                    f"{acc.seed.nunique()} seeds; dots: seeds)", reproduces=SOURCE)
 
 
 def _alignment_figure(ctx, runs: pd.DataFrame) -> None:
@@ -369,12 +374,16 @@ def _alignment_figure(ctx, runs: pd.DataFrame) -> None:
         return
     hist = ctx.history(keys, sub)
     hist["layer"] = hist.key.map(lambda k: WALIGN_LAYER.index(k, "i"))
-    panels = [m for m in ("fa", "usf", "brsf", "frsf") if m in set(hist.method)]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4), squeeze=False)
-    for ax, method in zip(axes[0], panels):
+    names = [m for m in ("fa", "usf", "brsf", "frsf") if m in set(hist.method)]
+    layers = sorted(hist.layer.unique())
+    layer_palette = dict(zip(layers, sns.color_palette("viridis", len(layers))))
+    fig, axes = panels(len(names), cols=4, panel=(2.6, 2.6), legend_width=0.9, sharey=True)
+    for ax, method in zip(axes, names):
         part = hist[(hist.method == method) & (hist.dataset == "mnist")]
-        sns.lineplot(part, x="step", y="value", hue="layer", palette="viridis", ax=ax, errorbar=None)
-        ax.set(title=method, xlabel="epoch", ylabel="angle(W, B) in degrees", ylim=(0, 95))
+        sns.lineplot(part, x="step", y="value", hue="layer", palette=layer_palette, ax=ax, errorbar=None)
+        ax.set(title=method, ylabel="angle(W, B) in degrees", ylim=(0, 95))
+        epoch_axis(ax)
+    one_legend(fig, title="layer", order=[str(layer) for layer in layers])
     ctx.save_figure(fig, "weight-alignment", "measured",
                     "Per-layer weight alignment: angle between W and its feedback B (MNIST; 0 = layer 1, conv)",
                     reproduces="BioTorch's layer_alignment metric (biotorch/layers/metrics.py)")

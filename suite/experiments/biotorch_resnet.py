@@ -84,7 +84,7 @@ def report(ctx) -> None:
         return
     runs = runs.assign(optimiser=runs.get("o.optimizer", pd.Series("sgd", index=runs.index)).fillna("sgd"))
     runs["err"] = 1 - pd.to_numeric(runs["m.test_acc"], errors="coerce")
-    table = summarise(runs, ["dataset", "model", "optimiser", "method"], "err", scale=100)
+    table = summarise(runs, ["dataset", "model", "optimiser", "method"], "err", scale=100, bounds=(0, 100))
     table = table.rename(columns={"text": "top-1 err % (mean ± CI)"}).drop(columns=["mean", "ci95"])
     table = table.merge(_published(), on=["method", "model", "optimiser"], how="left")
     comparable = (runs.dataset == "cifar10").all()
@@ -104,9 +104,11 @@ def report(ctx) -> None:
     hist = ctx.history(keys, runs).merge(runs[["run_id", "optimiser"]], on="run_id", how="left")
     hist = with_labels(hist, runs, ["model", "optimiser"])
     hist["variant"] = hist["variant"] + " · " + hist["optimiser"]
-    accuracy_figure(ctx, hist, "model", "accuracy", "Test accuracy vs epoch per method and optimiser", SOURCE)
+    where = f"{', '.join(sorted(runs.dataset.unique()))}, profile {ctx.profile}, {runs.seed.nunique()} seeds"
+    accuracy_figure(ctx, hist, "model", "accuracy", f"Test accuracy vs epoch per method and optimiser ({where})",
+                    SOURCE)
     alignment_figure(ctx, hist[hist.method != "bp"], "alignment",
-                     "Gradient alignment with BP vs epoch per unit (0 = stem, i = block i-1)", SOURCE)
+                     f"Gradient alignment with BP vs epoch per unit (0 = stem, i = block i-1; {where})", SOURCE)
 
 
 EXPERIMENT = Experiment(name="biotorch-resnet", title="BP vs DFA vs FA on CIFAR ResNets (BioTorch benchmark)",

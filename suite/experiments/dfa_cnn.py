@@ -26,9 +26,8 @@ from __future__ import annotations
 
 import math
 
-import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
+from matplotlib.ticker import NullFormatter
 
 from suite.config import Cell
 from suite.experiments.base import Experiment
@@ -36,10 +35,13 @@ from suite.experiments.feedback_common import (
     accuracy_figure,
     align_keys,
     alignment_figure,
+    method_rank,
     variant,
     with_labels,
 )
 from suite.report.fairness import Evidence, Setting
+from suite.report.figures import ACC_LABEL, lines_with_seeds, one_legend, panels, percent
+from suite.report.palette import colors
 from suite.report.stats import summarise
 
 SOURCE = "Han & Yoo 2019 (arXiv 1901.01986) CIFAR study, reconstructed (no per-method table is available)"
@@ -145,7 +147,7 @@ def report(ctx) -> None:
         return
     runs = runs.assign(variant=variant(runs).values, fraction=pd.to_numeric(runs["o.train_fraction"]))
     small_data_verdict(ctx, runs)
-    table = summarise(runs, ["dataset", "variant", "fraction"], "m.test_acc", scale=100)
+    table = summarise(runs, ["dataset", "variant", "fraction"], "m.test_acc", scale=100, bounds=(0, 100))
     wide = table.pivot_table(index=["dataset", "variant"], columns="fraction", values="text", aggfunc="first")
     wide.columns = [f"acc % @ {c:g}" for c in wide.columns]
     wide = wide.fillna("– (not run yet)")
@@ -156,18 +158,25 @@ def report(ctx) -> None:
         "to check: hybrid DFA/BDFA beat BP especially at small fractions. Hybrid splits are reconstructions "
         "(docs/feedback-alignment.md)."))
 
-    fig, axes = plt.subplots(1, runs.dataset.nunique(), figsize=(5.5 * runs.dataset.nunique(), 3.8), squeeze=False)
-    for ax, (dataset, sub) in zip(axes[0], table.groupby("dataset")):
-        sns.lineplot(sub, x="fraction", y="mean", hue="variant", marker="o", ax=ax)
-        ax.set(xscale="log", title=dataset, xlabel="training fraction", ylabel="test accuracy")
-        ax.legend(fontsize=7)
-    ctx.save_figure(fig, "fraction", "measured", "Test accuracy vs training-set fraction (small-data claim)",
-                    reproduces=SOURCE)
+    points = runs.assign(acc=percent(pd.to_numeric(runs["m.test_acc"], errors="coerce")))
+    order = sorted(points.variant.unique(), key=lambda v: (method_rank(v), v))
+    palette = colors(order)
+    fig, axes = panels(points.dataset.nunique(), panel=(4.6, 3.4), legend_width=2.4)
+    for ax, (dataset, sub) in zip(axes, points.groupby("dataset")):
+        lines_with_seeds(ax, sub, "fraction", "acc", "variant", palette, order)
+        ax.set(xscale="log", title=dataset, xlabel="training fraction (log scale)", ylabel=ACC_LABEL)
+        ax.set_xticks(sorted(sub.fraction.unique()), [f"{f:g}" for f in sorted(sub.fraction.unique())])
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    one_legend(fig, title="method", order=order)
+    ctx.save_figure(fig, "fraction", "measured",
+                    f"Test accuracy vs training-set fraction (small-data claim; profile {ctx.profile}, mean and 95% "
+                    f"bootstrap CI over {runs.seed.nunique()} seeds, dots: seeds)", reproduces=SOURCE)
 
     full = runs[runs.fraction == runs.fraction.max()]
     keys = ["test_acc", *align_keys(runs)]
     hist = with_labels(ctx.history(keys, full), full, ["dataset"])
-    accuracy_figure(ctx, hist, "dataset", "accuracy", "Test accuracy vs epoch per method (full fraction)", SOURCE)
+    accuracy_figure(ctx, hist, "dataset", "accuracy", f"Test accuracy vs epoch per method (full fraction, profile "
+                    f"{ctx.profile}, {full.seed.nunique()} seeds)", SOURCE)
     alignment_figure(ctx, hist[hist.method != "bp"], "alignment",
                      "Gradient alignment with BP vs epoch per unit (1-3 conv blocks, 4 FC block)", SOURCE)
 

@@ -3,12 +3,20 @@ launay-bottleneck): run labels and the two per-epoch figures."""
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 
 from suite.methods.feedback.alignment import ALIGN_UNIT
 from suite.metrics import TEST_ACC
+from suite.report.figures import (
+    ACC_LABEL,
+    epoch_axis,
+    lines_with_seeds,
+    one_legend,
+    panels,
+    percent,
+)
+from suite.report.palette import colors, method_of
 
 
 def variant(frame: pd.DataFrame) -> pd.Series:
@@ -34,14 +42,25 @@ def accuracy_figure(ctx, hist: pd.DataFrame, facet: str, suffix: str, title: str
     acc = hist[hist.key == TEST_ACC.key]
     if acc.empty:
         return
-    panels = sorted(acc[facet].unique(), key=str)
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.4 * len(panels), 3.5), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
-        sns.lineplot(acc[acc[facet] == panel], x="step", y="value", hue="variant", marker="o", ax=ax,
-                     errorbar=("ci", 95), seed=0)
-        ax.set(title=str(panel), xlabel="epoch", ylabel="test accuracy")
-        ax.legend(fontsize=7)
+    acc = acc.assign(value=percent(acc["value"]))
+    panel_names = sorted(acc[facet].unique(), key=str)
+    order = sorted(acc["variant"].unique(), key=lambda v: (method_rank(v), v))
+    palette = colors(order)
+    fig, axes = panels(len(panel_names), panel=(4.0, 3.0), legend_width=2.4)
+    for ax, panel in zip(axes, panel_names):
+        lines_with_seeds(ax, acc[acc[facet] == panel], "step", "value", "variant", palette, order)
+        ax.set(title=str(panel), ylabel=ACC_LABEL)
+        epoch_axis(ax)
+    one_legend(fig, title="method", order=order)
     ctx.save_figure(fig, suffix, "measured", title, reproduces=reproduces)
+
+
+def method_rank(label: str) -> int:
+    """A label's method's place in the registry (BP first); unknown methods last."""
+    from suite.methods import METHODS
+    names = list(METHODS)
+    method = method_of(label)
+    return names.index(method) if method in names else len(names)
 
 
 def alignment_figure(ctx, hist: pd.DataFrame, suffix: str, title: str, reproduces: str) -> None:
@@ -50,18 +69,18 @@ def alignment_figure(ctx, hist: pd.DataFrame, suffix: str, title: str, reproduce
     if al.empty:
         return
     al["unit"] = al.key.map(lambda k: ALIGN_UNIT.index(k, "unit"))
-    panels = sorted(al["panel"].unique(), key=str)
-    cols = min(4, len(panels))
-    rows = -(-len(panels) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
-    for ax, panel in zip(axes.flat, panels):
+    panel_names = sorted(al["panel"].unique(), key=str)
+    units = sorted(al.unit.unique())
+    unit_palette = dict(zip(units, sns.color_palette("viridis", len(units))))
+    fig, axes = panels(len(panel_names), panel=(3.6, 2.8), legend_width=1.2, sharey=True)
+    for ax, panel in zip(axes, panel_names):
         sub = al[al["panel"] == panel]
-        sns.lineplot(sub, x="step", y="value", hue="unit", palette="viridis", marker="o", ax=ax,
-                     errorbar=None, legend=len(sub.unit.unique()) <= 12)
+        sns.lineplot(sub, x="step", y="value", hue="unit", palette=unit_palette, marker="o", ax=ax,
+                     errorbar=None, legend=len(units) <= 12)
         ax.axhline(0, color="grey", lw=0.8)
-        ax.set(title=str(panel), xlabel="epoch", ylabel="alignment (cos with BP)", ylim=(-0.25, 1.02))
-    for ax in list(axes.flat)[len(panels):]:
-        ax.axis("off")
+        ax.set(title=str(panel), ylabel="alignment (cos with BP)", ylim=(-0.25, 1.02))
+        epoch_axis(ax)
+    one_legend(fig, title="unit", order=[str(u) for u in units])
     ctx.save_figure(fig, suffix, "measured", title, reproduces=reproduces)
 
 

@@ -99,7 +99,7 @@ def report(ctx) -> None:
         return
     runs = runs.assign(k=runs.model.str.extract(r"bottleneck:(\d+)", expand=False).astype(int))
     align = summarise(runs, ["dataset", "k"], f"m.{BOTTLENECK_KEY}", digits=3)
-    acc = summarise(runs, ["dataset", "k"], "m.test_acc", scale=100)
+    acc = summarise(runs, ["dataset", "k"], "m.test_acc", scale=100, bounds=(0, 100))
     table = align.rename(columns={"text": "bottleneck alignment", "mean": "align_mean"})[
         ["dataset", "k", "bottleneck alignment", "align_mean"]].merge(
         acc[["dataset", "k", "text"]].rename(columns={"text": "test acc %"}), on=["dataset", "k"])

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import math
 
-import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 
 from suite.experiments.base import Experiment, cross
 from suite.report.compare import (
@@ -16,6 +14,15 @@ from suite.report.compare import (
     at_chance_causes,
     compare_to_bp,
 )
+from suite.report.figures import (
+    ACC_LABEL,
+    epoch_axis,
+    lines_with_seeds,
+    one_legend,
+    panels,
+    percent,
+)
+from suite.report.palette import colors
 from suite.report.stats import paired_diff_ci
 from suite.tuning.settings import apply_tuned, current_mode, selected, tuning_note
 
@@ -108,14 +115,27 @@ def report(ctx) -> None:
     hist = history[history.key == "test_acc"]
     if hist.empty:
         return
+    hist = hist.assign(value=percent(hist["value"]))
     models = sorted(hist.model.unique())
-    fig, axes = plt.subplots(1, len(models), figsize=(4.2 * len(models), 3.4), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        sub = hist[hist.model == model]
-        sns.lineplot(sub, x="step", y="value", hue="method", ax=ax, errorbar=("ci", 95), seed=0, marker="o")
-        ax.set(title=model, xlabel="epoch", ylabel="test accuracy")
-    ctx.save_figure(fig, "test-acc", "measured", "Test accuracy vs epoch, every method (mean, 95% CI over seeds)",
+    methods = [m for m in _method_order() if m in set(hist.method)] + sorted(set(hist.method) - set(_method_order()))
+    palette = colors(methods)
+    fig, axes = panels(len(models), panel=(4.2, 3.0), legend_width=1.9)
+    for ax, model in zip(axes, models):
+        lines_with_seeds(ax, hist[hist.model == model], "step", "value", "method", palette, methods)
+        ax.set(title=model, ylabel=ACC_LABEL)
+        epoch_axis(ax)
+    one_legend(fig, title="method", order=methods)
+    seeds = int(ctx.runs.seed.nunique()) if len(ctx.runs) else 0
+    ctx.save_figure(fig, "test-acc", "measured",
+                    f"Test accuracy vs epoch, every method, {', '.join(sorted(hist.dataset.unique()))}, profile "
+                    f"{ctx.profile} (mean and 95% bootstrap CI over {seeds} seeds; dots: seeds)",
                     reproduces="suite summary (no paper figure)")
+
+
+def _method_order() -> list[str]:
+    """The registry's order of methods (BP first)."""
+    from suite.methods import METHODS
+    return list(METHODS)
 
 
 TUNING_EFFECT_NOTE = (

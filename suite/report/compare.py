@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from suite.metrics import PHASE_EPOCHS, PHASE_TIME
-from suite.report.stats import fmt_ci, mean_ci, welch_p
+from suite.report.stats import fmt_bounded, fmt_ci, mean_ci, welch_p
 
 TARGET_FRACTION = 0.95
 TARGET_NOTE = (f"s/epoch and speedup are end to end: the whole run's training time (train_step and "
@@ -122,8 +122,7 @@ def accuracy_text(every: pd.DataFrame) -> str:
     done, blown = every[every.status == "finished"], every[every.status == "diverged"]
     if done.empty:
         return diverged_text(blown) if len(blown) else "–"
-    mean, half, _ = mean_ci(pd.to_numeric(done["m.test_acc"], errors="coerce"))
-    return (fmt_ci(mean, half, 100) + (f" ({len(blown)}/{len(every)} diverged)" if len(blown) else "")
+    return (fmt_bounded(list(100 * pd.to_numeric(done["m.test_acc"], errors="coerce"))) + (f" ({len(blown)}/{len(every)} diverged)" if len(blown) else "")
             + at_chance_text(done, len(every)))
 
 

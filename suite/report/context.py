@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,13 +107,21 @@ class ReportContext:
     def save_figure(self, fig, suffix: str, kind: str, title: str, reproduces: str | None = None) -> Path:
         if kind not in KINDS:
             raise ValueError(f"figure kind must be one of {KINDS}")
+        from suite.report.figures import MAX_WIDTH_IN
         self.figures_dir.mkdir(parents=True, exist_ok=True)
-        fig.suptitle(f"{title} ({kind})", fontsize=11)
-        fig.tight_layout()
+        width, height = fig.get_size_inches()
+        if width > MAX_WIDTH_IN:  # readable at GitHub's page width: scale the whole figure down
+            fig.set_size_inches(MAX_WIDTH_IN, height * MAX_WIDTH_IN / width)
+            width = MAX_WIDTH_IN
+        # the title wrapped to the figure's width (≈ 6.5 pt a character at 11 pt), never clipped
+        fig.suptitle(textwrap.fill(f"{title} ({kind})", max(30, int(width * 72 / 6.5))), fontsize=11)
+        constrained = type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
+        if not constrained:
+            fig.tight_layout()
         path = self.figures_dir / f"{self.name}-{suffix}.png"
         try:
             with replacing(path) as tmp:
-                fig.savefig(tmp, dpi=120)
+                fig.savefig(tmp, dpi=120, bbox_inches="tight", pad_inches=0.08)
         finally:
             plt.close(fig)
         self.written.append(path)

@@ -1,4 +1,8 @@
-"""Statistics over seeds: mean ± 95% confidence interval (Student t) and Welch's test vs a baseline."""
+"""Statistics over seeds: mean ± 95% confidence interval (Student t) and Welch's test vs a baseline.
+
+An accuracy's interval is bounded to its scale ([0, 100] %): where one collapsed seed stretches the
+t interval past it, `fmt_bounded` prints the percentile-bootstrap interval of `bounded_ci`
+instead ('30.18 [0.99, 59.62]'), which never leaves the seeds' own range."""
 
 from __future__ import annotations
 
@@ -21,6 +25,38 @@ def mean_ci(values, confidence: float = 0.95) -> tuple[float, float, int]:
     return float(x.mean()), float(half), n
 
 
+def bounded_ci(values, confidence: float = 0.95, bounds: tuple[float, float] = (0.0, 100.0),
+               resamples: int = 4000) -> tuple[float, float, float, int]:
+    """(mean, low, high, n): the percentile-bootstrap interval of the mean over the values
+    (seeds), which lies within the values' own range and so within `bounds` (accuracy: [0, 100]);
+    clipped to `bounds` all the same. Deterministic (a fixed generator). With one value low =
+    high = the value; with none, nan."""
+    x = np.asarray([v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))], float)
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0
+    if n == 1 or np.all(x == x[0]):
+        return float(x.mean()), float(x[0]), float(x[0]), n
+    means = x[np.random.default_rng(0).integers(0, n, size=(resamples, n))].mean(axis=1)
+    alpha = (1 - confidence) / 2
+    low, high = np.quantile(means, [alpha, 1 - alpha])
+    low, high = max(bounds[0], float(low)), min(bounds[1], float(high))
+    return float(x.mean()), low, high, n
+
+
+def fmt_bounded(values, digits: int = 2, bounds: tuple[float, float] = (0.0, 100.0), confidence: float = 0.95) -> str:
+    """An accuracy (in %) over seeds as text: 'mean ± t-CI' where the t interval lies within
+    `bounds`; otherwise (a collapsed seed stretches it past the scale) 'mean [low, high]', the
+    bounded bootstrap interval of `bounded_ci`, never ± more than the scale."""
+    mean, half, n = mean_ci(values, confidence)
+    if n == 0:
+        return "–"
+    if math.isnan(half) or (bounds[0] <= mean - half and mean + half <= bounds[1]):
+        return fmt_ci(mean, half, 1.0, digits)
+    _, low, high, _ = bounded_ci(values, confidence, bounds)
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
 def welch_p(a, b) -> float:
     """Two-sided Welch t-test p-value; nan when either side has fewer than two values."""
     a, b = np.asarray(a, float), np.asarray(b, float)
@@ -39,14 +75,18 @@ def fmt_ci(mean: float, half: float, scale: float = 1.0, digits: int = 2) -> str
     return f"{mean * scale:.{digits}f} ± {half * scale:.{digits}f}"
 
 
-def summarise(frame: pd.DataFrame, by: list[str], metric: str, scale: float = 1.0, digits: int = 2) -> pd.DataFrame:
-    """One row per group: mean, ci95, n and a formatted 'mean ± ci' string of `metric`."""
+def summarise(frame: pd.DataFrame, by: list[str], metric: str, scale: float = 1.0, digits: int = 2,
+              bounds: tuple[float, float] | None = None) -> pd.DataFrame:
+    """One row per group: mean, ci95, n and a formatted 'mean ± ci' string of `metric`; with
+    `bounds` (the scaled metric's range, e.g. (0, 100) for an accuracy in %) the text is
+    `fmt_bounded`'s, which never leaves them."""
     rows = []
     for key, group in frame.groupby(by, sort=False, dropna=False):
-        mean, half, n = mean_ci(pd.to_numeric(group[metric], errors="coerce"))
+        values = pd.to_numeric(group[metric], errors="coerce")
+        mean, half, n = mean_ci(values)
         key = key if isinstance(key, tuple) else (key,)
-        rows.append(dict(zip(by, key)) | {"mean": mean, "ci95": half, "n": n,
-                                          "text": fmt_ci(mean, half, scale, digits)})
+        text = fmt_bounded(list(values * scale), digits, bounds) if bounds else fmt_ci(mean, half, scale, digits)
+        rows.append(dict(zip(by, key)) | {"mean": mean, "ci95": half, "n": n, "text": text})
     return pd.DataFrame(rows)
 
 

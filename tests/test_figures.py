@@ -1,0 +1,150 @@
+"""Figures follow one set of rules (suite/report/figures.py, suite/report/palette.py): one
+legend per figure outside the data, every method in its palette colour and no two alike, no text
+off the canvas, at most 12 in wide; accuracy intervals stay within [0, 100]."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from suite.report import palette
+from suite.report.figures import figure_problems, legend_colours
+
+
+def test_every_method_has_its_own_colour_and_bp_is_black():
+    from suite.methods import METHODS
+    got = {m: palette.color(m) for m in METHODS}
+    assert got["bp"] == "#000000"
+    assert len(set(got.values())) == len(got), got
+    assert all(palette.family(m) is not None for m in METHODS)
+    # families share a hue family: the sign-symmetric methods are greens, the DFA ones oranges
+    assert {palette.family(m) for m in ("usf", "brsf", "frsf")} == {"sign symmetry"}
+    assert palette.family("penalty") == palette.family("mgrit") == "layer-parallel"
+
+
+def test_labels_map_to_their_method_and_unknown_names_get_a_fixed_new_colour():
+    assert palette.method_of("dfa [unit]") == "dfa" and palette.method_of("mgrit 2+1 it") == "mgrit"
+    assert palette.method_of("hybrid-dfa (modulewise, 2 modules)") == "hybrid-dfa"
+    assert palette.method_of("bp-sparsity") == "bp-sparsity" and palette.method_of("bpx") is None
+    unknown = palette.color("someone-elses-method")
+    assert unknown == palette.color("someone-elses-method")  # deterministic
+    assert unknown not in {c for _, c in palette.METHOD_COLORS.values()}
+
+
+def test_a_figures_labels_are_all_distinct_and_keep_the_methods_colours():
+    labels = ["bp", "fa", "dfa [layer]", "dfa [unit]", "dfa", "hybrid-dfa (conv-bp+fc-dfa)",
+              "hybrid-dfa (conv-dfa+fc-bp)", "new-a", "new-b", "bp · adam", "bp · sgd"]
+    got = palette.colors(labels)
+    assert list(got) == labels and len(set(got.values())) == len(labels)
+    assert got["bp"] == palette.color("bp") and got["dfa"] == palette.color("dfa")
+    # local's schedules as shades of local's colour, with BP kept black
+    schedules = palette.colors(["bp", "static", "linear", "dynamic"], lambda v: "bp" if v == "bp" else "local")
+    assert schedules["bp"] == "#000000" and schedules["static"] == palette.color("local")
+    assert len(set(schedules.values())) == 4
+
+
+def test_bounded_interval_stays_within_the_scale():
+    from suite.report.stats import bounded_ci, fmt_bounded, mean_ci
+    collapsed = [99.01, 98.96, 11.35]  # one seed of three at chance
+    mean, half, _ = mean_ci(collapsed)
+    assert mean + half > 100 and mean - half < 0  # the t interval leaves the scale
+    mean, low, high, n = bounded_ci(collapsed)
+    assert n == 3 and 0 <= low <= mean <= high <= 100 and low >= min(collapsed) and high <= max(collapsed)
+    assert fmt_bounded(collapsed).startswith(f"{np.mean(collapsed):.2f}") and "±" not in fmt_bounded(collapsed)
+    assert fmt_bounded([90.0, 91.0, 92.0]).startswith("91.00 ± ")  # a t interval inside the scale stays
+    assert math.isnan(bounded_ci([])[0]) and fmt_bounded([50.0]) == "50.00"
+
+
+# -- figures rendered from small stores and frames -------------------------------------------------
+
+@pytest.fixture
+def saved(monkeypatch):
+    """The figures `ctx.save_figure` saves, kept open for inspection."""
+    import matplotlib.pyplot as plt
+
+    from suite.report import context
+    kept = []
+
+    class KeepOpen:
+        def __getattr__(self, name):
+            return getattr(plt, name)
+
+        @staticmethod
+        def close(fig=None):
+            kept.append(fig)
+
+    monkeypatch.setattr(context, "plt", KeepOpen())
+    yield kept
+    for fig in kept:
+        plt.close(fig)
+
+
+def _check(fig, methods=()):
+    problems = figure_problems(fig)
+    assert not problems, problems
+    colours = legend_colours(fig)
+    for method in methods:
+        assert colours[method] == palette.color(method), (method, colours)
+
+
+def test_summary_figure_follows_the_rules(tracker, tmp_path, monkeypatch, saved):
+    from test_report import _log_fake_run
+
+    from suite.experiments import EXPERIMENTS, summary
+    from suite.report import build_report
+    monkeypatch.setitem(summary.GRIDS, "smoke", (["mlp", "cnn"], ["mnist"]))
+    exp = EXPERIMENTS["summary"]
+    for cell in exp.cells("smoke", seeds=3):
+        accs = [0.1, 0.1, 0.11] if cell.method == "frsf" and cell.seed == 2 else [0.5, 0.8, 0.85 + 0.01 * cell.seed]
+        _log_fake_run(tracker, cell, accs)
+    build_report([exp], "smoke", tracker, seeds=3, results_dir=tmp_path / "r", figures_dir=tmp_path / "f")
+    assert len(saved) == 1
+    fig = saved[0]
+    _check(fig, methods=("bp", "fa", "dfa", "usf", "brsf", "frsf", "penalty"))
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "test accuracy (%)"
+    assert all(float(t).is_integer() for t in ax.get_xticks())  # integer epochs
+    assert max(max(line.get_ydata(), default=0) for line in ax.get_lines()) > 1  # in %, not a fraction
+
+
+def _hist(variants, keys=("test_acc",), seeds=3, epochs=3, panel_col="dataset"):
+    rng = np.random.default_rng(0)
+    rows = []
+    for v in variants:
+        for seed in range(seeds):
+            for step in range(epochs):
+                for key in keys:
+                    rows.append({"run_id": f"{v}-{seed}", "key": key, "step": step, "seed": seed,
+                                 "value": float(np.clip(0.5 + 0.1 * step + 0.05 * rng.standard_normal(), 0, 1)),
+                                 "variant": v, "method": v.split(" ")[0], "dataset": "mnist", "model": "cnn",
+                                 "panel": f"{v} · mnist"})
+    return pd.DataFrame(rows)
+
+
+def _ctx(tmp_path, name="dfa-cnn"):
+    from suite.experiments import EXPERIMENTS
+    from suite.report.context import ReportContext
+    return ReportContext(EXPERIMENTS[name], "quick", None, pd.DataFrame(), tmp_path / "r", tmp_path / "f")
+
+
+def test_feedback_figures_follow_the_rules(tmp_path, saved):
+    from suite.experiments.feedback_common import accuracy_figure, alignment_figure
+    variants = ["bp", "fa", "dfa [block]", "bdfa [block]", "hybrid-dfa (conv-bp+fc-dfa)",
+                "hybrid-dfa (conv-dfa+fc-bp)"]
+    ctx = _ctx(tmp_path)
+    accuracy_figure(ctx, _hist(variants), "dataset", "accuracy", "Test accuracy vs epoch " * 6, "a source")
+    align = _hist(variants[1:], keys=("align/0_mean", "align/1_mean"))
+    alignment_figure(ctx, align, "alignment", "Gradient alignment", "a source")
+    assert len(saved) == 2
+    _check(saved[0], methods=("bp", "fa"))
+    _check(saved[1])
+
+
+def test_biotorch_error_figure_follows_the_rules(tmp_path, saved):
+    from suite.experiments import biotorch_mnist
+    hist = _hist(["bp", "fa", "usf", "brsf", "frsf", "dfa"])
+    biotorch_mnist._error_figure(_ctx(tmp_path, "biotorch-mnist"), hist)
+    _check(saved[0], methods=("bp", "fa", "usf", "brsf", "frsf", "dfa"))

@@ -94,8 +94,9 @@ def figures(session: nox.Session) -> None:
 
 @nox.session(venv_backend="none")
 def ui(session: nox.Session) -> None:
-    """MLflow UI on http://127.0.0.1:5000 over the runs in ./mlruns.db, else the committed runs
-    (results/mlruns.db); `nox -s ui -- --tracking-uri sqlite:///PATH` for another store."""
+    """MLflow UI on http://127.0.0.1:5000 over the repository's ./mlruns.db (what `nox -s reproduce`
+    writes) when it exists, else the committed runs, results/mlruns.db; `bpsuite ui` prints the store it
+    serves. `nox -s ui -- --tracking-uri sqlite:///PATH` for another store."""
     suite_env(session)
     run(session, "bpsuite", "ui", *session.posargs)
 

@@ -154,7 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(suite/metrics.py) in an existing SQLite MLflow store")
     tracking_args(mig)
 
-    ui = sub.add_parser("ui", help="MLflow UI (binds to 127.0.0.1 unless --host is given)")
+    ui = sub.add_parser("ui", help="MLflow UI over one store (binds to 127.0.0.1 unless --host is given); "
+                        "without --tracking-uri or $MLFLOW_TRACKING_URI it serves ./mlruns.db when that exists, "
+                        "else the committed runs, results/mlruns.db of this repository, and says which")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (other than 127.0.0.1: reachable "
                     "from other machines)")
     ui.add_argument("--port", type=int, default=5000, help="TCP port, 1–65535")
@@ -615,32 +617,43 @@ def check_port(host: str, port: int) -> None:
                              f"port: choose another with --port") from None
 
 
-# the committed runs behind results/, in a source checkout
+# the committed runs behind results/, found from this file (the repository), not the working directory
 COMMITTED_STORE = Path(__file__).resolve().parents[1] / "results" / "mlruns.db"
 
 
 def ui_store(local_uri: str) -> str:
-    """What `bpsuite ui` serves without --tracking-uri: the working directory's store if there is
-    one, else the committed runs (never a new, empty store)."""
+    """What `bpsuite ui` serves without --tracking-uri or $MLFLOW_TRACKING_URI: the working
+    directory's store if there is one (what `bpsuite run`/`reproduce` just wrote), else the
+    committed runs (never a new, empty store)."""
+    return served_store(None, {}, local_uri)[0]
+
+
+def served_store(tracking_uri: str | None, environ, local_uri: str) -> tuple[str, str]:
+    """(the store `bpsuite ui` serves, where that choice came from): --tracking-uri, else
+    $MLFLOW_TRACKING_URI, else ./mlruns.db when it exists, else the committed runs
+    (results/mlruns.db of this repository)."""
     from suite.store import sqlite_path
+    if tracking_uri:
+        return tracking_uri, "--tracking-uri"
+    if environ.get("MLFLOW_TRACKING_URI"):
+        return environ["MLFLOW_TRACKING_URI"], "$MLFLOW_TRACKING_URI"
     if sqlite_path(local_uri).exists() or not COMMITTED_STORE.exists():
-        return local_uri
-    print(f"no ./mlruns.db here: serving the committed runs, {COMMITTED_STORE}", file=sys.stderr)
-    return f"sqlite:///{COMMITTED_STORE}"
+        return local_uri, "this directory's store, ./mlruns.db"
+    return f"sqlite:///{COMMITTED_STORE}", "the committed runs: no ./mlruns.db here"
 
 
 def cmd_ui(args) -> int:
     from suite.shutdown import die_with_this_process, end_group, group_watchdog
     from suite.store import check_store_to_read
     from suite.tracking import default_uri
-    uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or ui_store(default_uri())
+    uri, origin = served_store(args.tracking_uri, os.environ, default_uri())
     check_store_to_read(uri)
     check_port(args.host, args.port)
     if args.host != "127.0.0.1":
         print(f"warning: the UI will be reachable from other machines on {args.host}", file=sys.stderr)
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", args.host,
            "--port", str(args.port)]
-    print(f"MLflow UI on http://{args.host}:{args.port}  ({uri})", flush=True)
+    print(f"MLflow UI on http://{args.host}:{args.port}, serving {uri} ({origin})", flush=True)
     # its own session, so that the server and the workers it forks can be ended as one group.
     # Should this process die without ending them (SIGKILL), a watchdog ends the group: SIGTERM to
     # the server alone is not enough (it forwards it to uvicorn, but the huey consumers of MLflow's

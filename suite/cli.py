@@ -154,9 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(suite/metrics.py) in an existing SQLite MLflow store")
     tracking_args(mig)
 
-    ui = sub.add_parser("ui", help="MLflow UI over one store (binds to 127.0.0.1 unless --host is given); "
-                        "without --tracking-uri or $MLFLOW_TRACKING_URI it serves ./mlruns.db when that exists, "
-                        "else the committed runs, results/mlruns.db of this repository, and says which")
+    ui = sub.add_parser("ui", help="MLflow UI over ./mlruns.db, else the committed runs (results/mlruns.db), "
+                        "unless --tracking-uri says; binds to 127.0.0.1 unless --host is given")
     ui.add_argument("--host", default="127.0.0.1", help="address to bind (other than 127.0.0.1: reachable "
                     "from other machines)")
     ui.add_argument("--port", type=int, default=5000, help="TCP port, 1–65535")

@@ -38,6 +38,9 @@ class TrainConfig:
     train_fraction: float = param(1.0, "fraction of the (subset) training set left after the validation "
                                   "and probe splits, for small-data studies; it must keep at least one "
                                   "image", low=0.0, low_open=True, high=1.0)
+    per_class: int = param(0, "few-shot training split: N training images of every class, drawn by the cell's "
+                           "seed from the images the validation and probe splits leave (with train_fraction "
+                           "1); 0 = all of them", low=0, high=MAX_SAMPLES, hash_default=False)
     test_subset: int = param(0, "evaluate on the first N test samples, at most the dataset's test "
                              "images; 0 = all", low=0, high=MAX_SAMPLES)
     val_fraction: float = param(0.0, "hold out this fraction of the training set as validation", low=0.0, high=0.5)

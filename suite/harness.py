@@ -67,7 +67,7 @@ def prepare(cfg: RunConfig, data_root=None):
     # a size the data cannot give is an error naming the limit (suite/data/__init__.py); the
     # settings the cell names itself are requests, the rest (defaults, profile) may be caps
     data = build_data(cfg.cell.dataset, cfg.train, device, data_root,
-                      requested={key for key, _ in cfg.cell.overrides})
+                      requested={key for key, _ in cfg.cell.overrides}, seed=cfg.cell.seed)
     torch.manual_seed(init_seed(cfg.cell.seed, cfg.cell.model))
     model = initialise(build_model(cfg.cell.model, data.input_shape, data.num_classes), cfg.train.init).to(device)
     if cfg.train.channels_last and len(data.input_shape) == 3:

@@ -8,10 +8,14 @@ or logged, that names the setting, the value and the most it can be:
 * `batch_size` <= the training subset (`train_subset`, else the whole training split);
 * `probe_samples` <= a tenth of the training subset when the cell names it (its overrides: `--set`,
   an experiment's grid); from the defaults or a profile it is a cap ("up to 256"), as before;
-* `train_fraction` must leave at least one training image.
+* `train_fraction` must leave at least one training image;
+* `per_class` (a few-shot training split) needs `train_fraction` 1 and at least `per_class` images
+  of every class in what the validation and probe splits leave (checked when the data is built).
 
 The training subset is then cut in a fixed order: the validation split (`val_fraction`), the
-probe split (at most a tenth of what validation leaves), then `train_fraction` of the rest. These
+probe split (at most a tenth of what validation leaves), then `train_fraction` of the rest, or, with
+`per_class`, that many images of every class drawn from the rest by the cell's seed (so each seed
+trains on its own few images; every method of a seed on the same ones). These
 cuts may leave less than a cap asks for, as they always have: the probe split is capped to a tenth
 of what validation leaves, and a batch bigger than the training split trains on the whole split in
 every step. Where such a cap binds on a value the cell names, or on a batch size, a warning says so
@@ -27,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 
-from suite.data.pipeline import Batch, DataBundle, Split, TrainingData, fixed_order
+from suite.data.pipeline import SUBSET_SEED, Batch, DataBundle, Split, TrainingData, fixed_order
 from suite.data.sources import DATASETS, DatasetSpec, default_root, load_split
 from suite.errors import UsageError
 
@@ -78,7 +82,14 @@ def split_sizes(name: str, train_cfg, n_train_images: int, n_test_images: int,
         notes.append(f"probe_samples={t.probe_samples}: the probe split holds {n_probe}, a tenth of the "
                      f"{rest} training images the validation split (val_fraction={t.val_fraction}) leaves")
     rest -= n_probe
-    n_train = int(round(rest * t.train_fraction))
+    per_class = getattr(t, "per_class", 0)
+    if per_class and t.train_fraction != 1.0:
+        raise UsageError(f"per_class={per_class} draws the training split itself; it cannot be combined with "
+                         f"train_fraction={t.train_fraction} (leave train_fraction at 1)")
+    n_train = per_class * DATASETS[name].num_classes if per_class else int(round(rest * t.train_fraction))
+    if n_train > rest:
+        raise UsageError(f"per_class={per_class} asks for {n_train} training images but the validation/probe "
+                         f"splits leave {rest}; use at most {rest // DATASETS[name].num_classes}")
     if n_train < 1:
         raise UsageError(f"train_fraction={t.train_fraction} of the {rest} training images left after the "
                          f"validation/probe splits is no image; use at least {1 / rest:.3g}")
@@ -97,10 +108,30 @@ def _warn_once(message: str) -> None:
         print(f"bpsuite: warning: {message}", file=sys.stderr, flush=True)
 
 
+def per_class_draw(labels: torch.Tensor, order: torch.Tensor, per_class: int, num_classes: int,
+                   seed: int) -> torch.Tensor:
+    """`per_class` positions of every class among `order` (positions in the training split), drawn
+    by `seed` (a permutation of `order` seeded by SUBSET_SEED + seed), in `order`'s order; a class
+    with fewer images is a UsageError."""
+    gen = torch.Generator().manual_seed(SUBSET_SEED + seed)
+    shuffled = order[torch.randperm(len(order), generator=gen)]
+    picked = []
+    for c in range(num_classes):
+        of_class = shuffled[labels[shuffled] == c]
+        if len(of_class) < per_class:
+            raise UsageError(f"per_class={per_class}: class {c} has only {len(of_class)} training images left "
+                             f"after the validation/probe splits; use at most {len(of_class)}")
+        picked.append(of_class[:per_class])
+    keep = torch.zeros(int(order.max()) + 1 if len(order) else 0, dtype=torch.bool)
+    keep[torch.cat(picked)] = True
+    return order[keep[order]]
+
+
 def build_data(name: str, train_cfg, device: torch.device, data_root=None, *,
-               requested: Collection[str] = ()) -> DataBundle:
+               requested: Collection[str] = (), seed: int = 0) -> DataBundle:
     """The cell's splits on `device`; `requested` names the settings the cell sets itself (its
-    overrides), for `split_sizes`: the harness passes them."""
+    overrides), for `split_sizes`: the harness passes them, and the cell's `seed`, which draws a
+    `per_class` training split."""
     spec = DATASETS[name]
     root = default_root(data_root)
     images, labels = load_split(spec, root, True)
@@ -112,7 +143,10 @@ def build_data(name: str, train_cfg, device: torch.device, data_root=None, *,
     # the probe split: a fixed part of the training set, held out, for methods' diagnostics
     probe_order, order = order[len(order) - sizes.probe:], order[:len(order) - sizes.probe]
     probe = Split(images[probe_order], labels[probe_order]) if sizes.probe else None
-    order = order[:sizes.train]
+    if getattr(train_cfg, "per_class", 0):
+        order = per_class_draw(labels, order, train_cfg.per_class, spec.num_classes, seed)
+    else:
+        order = order[:sizes.train]
     train = Split(images[order], labels[order])
 
     if train_cfg.test_subset:

@@ -33,6 +33,10 @@ class DatasetSpec:
     std: tuple[float, ...]
     natural_images: bool  # crop+flip augmentation by default (CIFAR)
     synthetic: tuple[int, int] = (0, 0)  # (train, test) sizes of seeded random images; no files
+    # a class view of another dataset: only the images of `classes` of `view_of`'s files, their
+    # labels renumbered 0..len(classes)-1 in that order (e.g. MNIST's digits 5-9 as classes 0-4)
+    view_of: str = ""
+    classes: tuple[int, ...] = ()
 
 
 def default_root(cli_root: str | None = None) -> Path:
@@ -178,6 +182,8 @@ def load_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[torch.Tensor
     spec (shape, label range: `_check_content`); a bad file is a UsageError naming it."""
     if spec.synthetic[0]:
         return _random_split(spec, train)
+    if spec.view_of:
+        return _class_view(spec, *load_split(DATASETS[spec.view_of], root, train))
     if not _verify_present_files(spec, root, train) and not _try_download(spec, root, train):
         names = "\n  ".join(str(p.resolve()) for p in expected_files(spec, root, train))
         raise UsageError(
@@ -202,6 +208,14 @@ def load_split(spec: DatasetSpec, root: Path, train: bool) -> tuple[torch.Tensor
     return images.contiguous(), labels
 
 
+def _class_view(spec: DatasetSpec, images: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The images of `spec.classes`, in the files' order, labelled by their place in `spec.classes`."""
+    renumber = torch.full((int(labels.max()) + 1,), -1, dtype=torch.long)
+    renumber[torch.tensor(spec.classes)] = torch.arange(len(spec.classes))
+    keep = renumber[labels] >= 0
+    return images[keep].contiguous(), renumber[labels[keep]]
+
+
 def _random_split(spec: DatasetSpec, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Uniformly random pixels and labels, the same on every machine (fixed seed per split)."""
     n = spec.synthetic[0 if train else 1]
@@ -219,6 +233,12 @@ DATASETS: dict[str, DatasetSpec] = {
                            (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True),
     "cifar100": DatasetSpec("cifar100", torchvision.datasets.CIFAR100, "cifar-100-python", 100, (3, 32, 32),
                             (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True),
+    # class views of MNIST for the transfer study (suite/experiments/dfa_transfer.py): a conv stack
+    # pretrained on digits 0-4, FC layers trained on few images of digits 5-9
+    "mnist-0to4": DatasetSpec("mnist-0to4", torchvision.datasets.MNIST, "MNIST", 5, (1, 28, 28),
+                              (0.1307,), (0.3081,), False, view_of="mnist", classes=(0, 1, 2, 3, 4)),
+    "mnist-5to9": DatasetSpec("mnist-5to9", torchvision.datasets.MNIST, "MNIST", 5, (1, 28, 28),
+                              (0.1307,), (0.3081,), False, view_of="mnist", classes=(5, 6, 7, 8, 9)),
     # NOT ImageNet: random images of ImageNet's size and class count, for measurements that only
     # need ImageNet-shaped tensors (e.g. the gradient-sparsity experiment's timm models)
     "random-imagenet": DatasetSpec("random-imagenet", type(None), "(none: generated)", 1000, (3, 224, 224),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from suite.errors import UsageError, unknown_name
-from suite.models import bottleneck, lenet, odenet, resnet, simple
+from suite.models import bottleneck, lenet, odenet, resnet, simple, transfer
 from suite.models.staged import Block, SequentialBlock, StagedModel, weight_layers
 
 __all__ = ["MODELS", "Block", "SequentialBlock", "StagedModel", "build_model", "check_model_name", "weight_layers"]
@@ -38,6 +38,7 @@ MODELS: dict[str, Callable[..., StagedModel]] = {
     "resnet18-nobn": _no_spec(lambda s, k: resnet.resnet18(s, k, batchnorm=False, name="resnet18-nobn")),
     "wrn16-4": _no_spec(lambda s, k: resnet.wide_resnet(s, k, 16, 4)),
     "wrn28-10": _no_spec(lambda s, k: resnet.wide_resnet(s, k, 28, 10)),
+    "transfer": transfer.transfer,  # frozen conv stack pretrained on MNIST digits 0-4 + FC layers; spec: widths
 }
 
 TIMM_PREFIX = "timm:"

@@ -37,6 +37,7 @@ def test_a_grid_meeting_every_condition_that_fails_the_claim_is_not_reproduced()
 
 @pytest.mark.parametrize("evidence,condition,phrase", [
     (Evidence(grid(), Setting("untuned", "β and lr at their defaults")), "(a)", "not searched"),
+    (Evidence(grid(), Setting("proxy", "random inputs, untrained weights")), "(a)", "proxy of the published setting"),
     (Evidence(grid(), SEARCHED, Bound(1.10, 1.5, "GEMM count")), "(b)", "cannot reach the claim: bound 1.10×"),
     (Evidence(grid(commits=[CLEAN] * 5 + [CLEAN + "-dirty"]), SEARCHED), "(c)", "1 of 6 runs trained from a dirty"),
     (Evidence(grid(commits=[CLEAN] * 3 + ["b" * 40] * 3), SEARCHED), "(c)", "runs from 2 commits (aaaaaaa 3, bbbbbbb 3)"),

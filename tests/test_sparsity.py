@@ -252,16 +252,21 @@ def test_timm_build_options_are_parsed_checked_and_passed():
 
 def test_bound_test_against_hand_ranked_ratios():
     from suite.experiments.gradient_sparsity import bound_test
-    ratios = {"a": 5.5, "b": 2.0, "c": 1.8, "d": 1.75, "e": 1.7, "f": 1.3}
-    ok = bound_test(ratios, (1.69, 5.43))
-    assert ok["consistent"] and ok["largest"] == ("a", 5.5) and ok["nth_largest"] == ("e", 1.7)
+    exact = {n: (r, r) for n, r in {"a": 5.5, "b": 2.0, "c": 1.8, "d": 1.75, "e": 1.7, "f": 1.3}.items()}
+    ok = bound_test(exact, (1.69, 5.43))
+    assert ok["outcome"] == "consistent" and ok["largest"] == (5.5, 5.5) and ok["nth_largest"] == (1.7, 1.7)
     assert ok["near_max"] == ["a"] and ok["near_min"] == ["c", "d", "e"]
-    low = bound_test(ratios, (1.71, 5.43))  # five networks of at least 1.71x: only four candidates have it
-    assert not low["consistent"] and low["max_ok"] and not low["min_ok"]
-    high = bound_test(ratios, (1.2, 5.6))
-    assert not high["consistent"] and not high["max_ok"] and high["min_ok"]
+    low = bound_test(exact, (1.71, 5.43))  # five networks of at least 1.71x: only four candidates have it
+    assert (low["outcome"], low["max"], low["min"]) == ("inconsistent", "holds", "fails")
+    high = bound_test(exact, (1.2, 5.6))
+    assert (high["outcome"], high["max"], high["min"]) == ("inconsistent", "fails", "holds")
+    # seeds that straddle the published top end decide nothing
+    spread = exact | {"a": (5.2, 5.49)}
+    assert bound_test(spread, (1.69, 5.43))["outcome"] == "within the seeds' spread"
+    assert bound_test(spread, (1.69, 5.5))["outcome"] == "inconsistent"
+    assert bound_test(spread, (1.69, 5.2))["outcome"] == "consistent"
     with pytest.raises(ValueError, match="at least 5"):
-        bound_test({"a": 9.0, "b": 9.0}, (1.0, 2.0))
+        bound_test({"a": (9.0, 9.0), "b": (9.0, 9.0)}, (1.0, 2.0))
 
 
 def test_a_network_whose_runs_did_not_finish_is_a_row():

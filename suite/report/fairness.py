@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 MIN_SEEDS = 3
-SETTING_KINDS = ("published", "searched", "untuned")
+SETTING_KINDS = ("published", "searched", "untuned", "proxy")
 # a cell without its seed: the columns that name it in the runs frame (`overrides` is the JSON of
 # the cell's overrides)
 _CELL = ("method", "model", "dataset", "profile", "overrides")
@@ -35,7 +35,8 @@ _CELL = ("method", "model", "dataset", "profile", "overrides")
 class Setting:
     """How the runs behind a verdict got their settings. `detail`: for "searched", the budget and
     spaces (e.g. "8 trials per method over lr, β; BP 8 over lr; 10% validation split"); for
-    "untuned", which free settings were fixed without a search; for "published", where the
+    "untuned", which free settings were fixed without a search; for "proxy", what the runs stand
+    in for that cannot be run here (other data, untrained weights); for "published", where the
     setting comes from."""
     kind: str
     detail: str = ""
@@ -44,7 +45,7 @@ class Setting:
         if self.kind not in SETTING_KINDS:
             raise ValueError(f"setting kind must be one of {SETTING_KINDS}, got {self.kind!r}")
         if self.kind != "published" and not self.detail.strip():
-            raise ValueError(f"a '{self.kind}' setting must say what was searched or left untuned")
+            raise ValueError(f"a '{self.kind}' setting must say what was searched, left untuned or stood in for")
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,8 @@ def setting_gap(setting: Setting) -> str | None:
     """What keeps the setting from condition (a), or None."""
     if setting.kind == "untuned":
         return f"the reconstruction's free settings were not searched ({setting.detail})"
+    if setting.kind == "proxy":
+        return f"the runs are a proxy of the published setting, which cannot be run here ({setting.detail})"
     return None
 
 
@@ -130,7 +133,7 @@ def conditions_line(evidence: Evidence | None, missing: list[str]) -> str:
         return "–"
     held = {m[1] for m in missing}
     parts = [f"(a) setting: {evidence.setting.kind}" + (f" ({evidence.setting.detail})" if evidence.setting.detail else "")
-             + (" ✗" if "a" in held else (" ✓" if evidence.setting.kind != "untuned" else " – (not needed)"))]
+             + (" ✗" if "a" in held else (" ✓" if evidence.setting.kind in ("published", "searched") else " – (not needed)"))]
     if evidence.bound is not None:
         parts.append(f"(b) {evidence.bound.text()}" + (" ✗" if "b" in held else " ✓"))
     parts.append("(c) provenance: " + ("✗" if "c" in held else f"✓ ({_commit_summary(evidence.runs)})"))

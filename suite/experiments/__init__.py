@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from suite.experiments import (
     biotorch_mnist,
+    dfa_transfer,
     gradient_sparsity,
     layer_parallel,
     local_schedules,
@@ -17,6 +18,7 @@ EXPERIMENTS: dict[str, Experiment] = {
     summary.EXPERIMENT.name: summary.EXPERIMENT,
     biotorch_mnist.EXPERIMENT.name: biotorch_mnist.EXPERIMENT,
     **FEEDBACK_EXPERIMENTS,  # dfa-cnn, biotorch-resnet, launay-bottleneck
+    dfa_transfer.EXPERIMENT.name: dfa_transfer.EXPERIMENT,
     gradient_sparsity.EXPERIMENT.name: gradient_sparsity.EXPERIMENT,
     local_schedules.EXPERIMENT.name: local_schedules.EXPERIMENT,
     layer_parallel.EXPERIMENT.name: layer_parallel.EXPERIMENT,

@@ -8,6 +8,11 @@ from suite.config import resolve
 from suite.executors import run_cells
 from suite.experiments import EXPERIMENTS
 from suite.report import build_report, write_index
+from suite.report.figures import figure_problems
+
+# experiments whose figures are not yet drawn with suite/report/figures.py's helpers (issue 23):
+# their owners convert them, then leave this set
+NOT_YET_CONVERTED = {"gradient-sparsity", "dfa-transfer"}
 
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
@@ -26,6 +31,7 @@ def test_experiment_smoke_grid_produces_its_outputs(name, tmp_path, mnist_root, 
     failed = [(r.cell.label, r.reason) for r in results if r.status == "failed"]
     assert not failed, failed
     from suite.tracking import Tracker
+    saved = _keep_figures(monkeypatch)
     contexts = build_report([exp], "smoke", Tracker(uri), results_dir=tmp_path / "results",
                             figures_dir=tmp_path / "figures")
     write_index(contexts, tmp_path / "results", tmp_path / "figures")
@@ -34,3 +40,29 @@ def test_experiment_smoke_grid_produces_its_outputs(name, tmp_path, mnist_root, 
     assert all(p.exists() and p.stat().st_size > 0 for p in written)
     for figure in contexts[0].figures:
         assert figure["kind"] in ("measured", "modelled")
+    # every figure by the rules of suite/report/figures.py: one legend, the palette, nothing off the canvas
+    problems = {} if name in NOT_YET_CONVERTED else {
+        fig._suptitle.get_text()[:50] if fig._suptitle else "?": figure_problems(fig) for fig in saved}
+    import matplotlib.pyplot as plt
+    for fig in saved:
+        plt.close(fig)
+    assert not any(problems.values()), problems
+
+
+def _keep_figures(monkeypatch) -> list:
+    """The figures `ctx.save_figure` saves, kept open (not closed) to be checked."""
+    import matplotlib.pyplot as plt
+
+    from suite.report import context
+    kept = []
+
+    class KeepOpen:
+        def __getattr__(self, attr):
+            return getattr(plt, attr)
+
+        @staticmethod
+        def close(fig=None):
+            kept.append(fig)
+
+    monkeypatch.setattr(context, "plt", KeepOpen())
+    return kept

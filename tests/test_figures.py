@@ -148,3 +148,73 @@ def test_biotorch_error_figure_follows_the_rules(tmp_path, saved):
     hist = _hist(["bp", "fa", "usf", "brsf", "frsf", "dfa"])
     biotorch_mnist._error_figure(_ctx(tmp_path, "biotorch-mnist"), hist)
     _check(saved[0], methods=("bp", "fa", "usf", "brsf", "frsf", "dfa"))
+
+
+def test_tuning_sensitivity_figure_follows_the_rules(tmp_path, saved):
+    from suite.config import Cell
+    from suite.params import LogUniform
+    from suite.tuning.report import write_report
+    from suite.tuning.study import StudyResult, StudySpec, Trial
+    lrs = [1e-4, 1e-3, 1e-2, 1e-1, 1.0]
+    results = []
+    for model in ("mlp", "cnn", "resnet20", "odenet:8-8-fc"):
+        for method in ("bp", "fa", "dfa", "usf", "brsf", "frsf", "penalty", "mgrit"):
+            spec = StudySpec("summary", Cell(method, model, "mnist", 0, "smoke"), {"lr": LogUniform(1e-4, 1.0)}, 5, 0)
+            trials = [Trial(i, {"lr": lr}, 0.0 if lr == 1.0 else 0.5 + 0.1 * i, "diverged" if lr == 1.0 else "finished",
+                            f"r{i}") for i, lr in enumerate(lrs)]
+            results.append(StudyResult(spec, "complete", trials=trials))
+    write_report("summary", "smoke", results, tmp_path / "r", tmp_path / "f")
+    assert len(saved) == 1
+    fig = saved[0]
+    _check(fig, methods=("bp", "fa", "dfa", "usf", "penalty"))
+    for ax in fig.axes:  # a diverged trial (lr 1.0) is a mark, never the end of a line
+        for line in ax.get_lines():
+            assert 1.0 not in set(line.get_xdata())
+
+
+def _lp_runs():
+    rows = []
+    for seed in range(3):
+        rows.append({"method": "bp", "model": "resnet20", "dataset": "mnist", "seed": seed, "m.test_acc": 0.9,
+                     "distributed": False, "ds_stride": 1, "stages": 0, "serial_share": 1.0})
+        for share in (0.0, 0.25, 0.5):
+            for method in ("penalty", "augmented-lagrangian"):
+                rows.append({"method": method, "model": "resnet20", "dataset": "mnist", "seed": seed,
+                             "m.test_acc": 0.8 + 0.1 * share - 0.7 * (seed == 2 and share == 0.0),
+                             "distributed": False, "ds_stride": 1, "stages": 2, "serial_share": share,
+                             "par.comm_mb": 3.0, "par.comm_mb_without_ds": 3.0, "par.modelled_speedup": 1.9,
+                             "par.epoch_time": 2.0})
+        rows.append({"method": "penalty", "model": "resnet20", "dataset": "mnist", "seed": seed, "m.test_acc": 0.8,
+                     "distributed": True, "ds_stride": 1, "stages": 2, "serial_share": 0.0, "par.comm_mb": 3.0,
+                     "par.comm_mb_without_ds": 3.0, "par.modelled_speedup": 1.9, "par.epoch_time": 1.4})
+    return pd.DataFrame(rows)
+
+
+def test_layer_parallel_figures_follow_the_rules(tmp_path, saved):
+    from suite.experiments import layer_parallel
+    ctx, runs = _ctx(tmp_path, "layer-parallel"), _lp_runs()
+    layer_parallel._sph_figure(ctx, runs)
+    layer_parallel._comm_figure(ctx, runs)
+    layer_parallel._speedup_figure(ctx, runs)
+    assert len(saved) == 3
+    for fig in saved:
+        _check(fig)
+    assert "no run here has the DS filters on" in " ".join(saved[1]._suptitle.get_text().split())  # says so
+    colours = legend_colours(saved[0])
+    assert colours["penalty K=2"] == palette.color("penalty")
+    assert next(c for label, c in colours.items() if label.startswith("serial bp")) == palette.color("bp")
+
+
+def test_local_schedule_figures_follow_the_rules(tmp_path, saved):
+    from suite.experiments import local_schedules
+    variants = ["bp", "linear", "quadratic", "exponential", "dynamic", "dynamic α=0.5 L=10%"]
+    hist = _hist(variants, keys=(local_schedules.TRANSITION.key,))
+    local_schedules.transition_figure(_ctx(tmp_path, "local-schedules"), hist)
+    runs = pd.DataFrame([{"variant": v, "model": "resnet20", "seed": s, "m.test_acc": 0.9 - 0.01 * i,
+                          "m.epoch_time": 1.0 - 0.05 * i} for i, v in enumerate(variants) for s in range(3)])
+    local_schedules.tradeoff_figure(_ctx(tmp_path, "local-schedules"), runs)
+    assert len(saved) == 2
+    for fig in saved:
+        _check(fig)
+    assert legend_colours(saved[1])["bp"] == palette.color("bp")
+    assert legend_colours(saved[1])["linear"] != palette.color("bp")

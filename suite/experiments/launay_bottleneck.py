@@ -26,7 +26,6 @@ CIFAR-10, all widths, 50 epochs. The published curve is drawn for reference, lab
 
 from __future__ import annotations
 
-import matplotlib.pyplot as plt
 import pandas as pd
 
 from suite.config import Cell
@@ -34,6 +33,8 @@ from suite.experiments.base import Experiment
 from suite.methods.feedback.alignment import ALIGN_UNIT
 from suite.report.baselines import load_published
 from suite.report.fairness import Evidence, Setting
+from suite.report.figures import lines_with_seeds, one_legend, panels
+from suite.report.palette import colors
 from suite.report.stats import spearman_ci, summarise
 
 SOURCE = "Launay et al. 2019 bottleneck figure (lightonai/principled-dfa-training bottleneck_from_log.py)"
@@ -114,15 +115,20 @@ def report(ctx) -> None:
 
     trend_verdict(ctx, runs)
 
-    fig, ax = plt.subplots(figsize=(5.6, 3.8))
-    for dataset, sub in table.groupby("dataset"):
-        ax.plot(sub.k, sub.align_mean, "o-", label=f"measured ({dataset})")
+    points = runs.assign(align=pd.to_numeric(runs[f"m.{BOTTLENECK_KEY}"], errors="coerce"),
+                         line=runs.dataset.map(lambda d: f"dfa, measured ({d})"))
+    lines = sorted(points.line.unique())
+    fig, axes = panels(1, panel=(5.2, 3.4), legend_width=2.6)
+    ax = axes[0]
+    lines_with_seeds(ax, points, "k", "align", "line", colors(lines), lines)
     pub = published_curve()
-    ax.plot(pub.k, pub["published"], "s--", color="grey", label="published values (CIFAR-10, Launay et al. 2019)")
-    ax.set(xscale="log", ylim=(-0.05, 1.0), xlabel="bottleneck width k [neurons]",
+    ax.plot(pub.k, pub["published"], "s--", color="grey", label="published (CIFAR-10, Launay et al. 2019)")
+    ax.set(xscale="log", ylim=(-0.05, 1.0), xlabel="bottleneck width k [neurons] (log scale)",
            ylabel="alignment on the bottleneck layer (cos)")
-    ax.legend(fontsize=8)
-    ctx.save_figure(fig, "curve", "measured", "DFA alignment of the bottleneck layer vs its width", reproduces=SOURCE)
+    one_legend(fig)
+    ctx.save_figure(fig, "curve", "measured",
+                    f"DFA alignment of the bottleneck layer vs its width (profile {ctx.profile}; mean and 95% bootstrap "
+                    f"CI over {runs.seed.nunique()} seeds, dots: seeds)", reproduces=SOURCE)
 
 
 def trend_verdict(ctx, runs: pd.DataFrame) -> None:

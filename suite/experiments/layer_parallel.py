@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import math
 
-import matplotlib.pyplot as plt
 import pandas as pd
-import seaborn as sns
 
 from suite.atomic import write_text
 from suite.config import PROFILES, Cell
@@ -46,6 +44,8 @@ from suite.metrics import EPOCH_TIME, TEST_ACC, TRAIN_TIME
 from suite.report.compare import TARGET_NOTE, compare_to_bp
 from suite.report.context import hparam
 from suite.report.fairness import Evidence, Setting
+from suite.report.figures import ACC_LABEL, lines_with_seeds, one_legend, panels, percent
+from suite.report.palette import color
 
 SOURCE = ("Sun et al. 2020/2021, arXiv 2009.01462 v2/v3 (abstract: accuracy 'comparable' to serial BP, "
           "SPH and DS); tables not available, shapes regenerated [NF]")
@@ -313,22 +313,31 @@ def report(ctx) -> None:
     _speedup_figure(ctx, runs)
 
 
+def _where(ctx, runs) -> str:
+    return (f"{', '.join(sorted(runs.dataset.unique()))}, profile {ctx.profile}, "
+            f"{runs.seed.nunique()} seed{'s' if runs.seed.nunique() != 1 else ''}")
+
+
 def _sph_figure(ctx, runs):
     pen = runs[(runs.method == "penalty") & ~runs.distributed & (runs.ds_stride == 1) & (runs.stages == 2)]
     bp = runs[runs.method == "bp"]
     if pen.empty:
         return
     models = sorted(pen.model.unique())
-    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.4), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        sub = pen[pen.model == model].assign(acc=lambda f: 100 * f["m.test_acc"].astype(float))
-        sns.pointplot(sub, x="serial_share", y="acc", ax=ax, errorbar=("ci", 95), seed=0, color="C1", label="penalty")
-        base = 100 * bp[bp.model == model]["m.test_acc"].astype(float)
+    pen = pen.assign(acc=percent(pd.to_numeric(pen["m.test_acc"], errors="coerce")), line="penalty K=2")
+    fig, axes = panels(len(models), panel=(4.0, 3.0), legend_width=1.8)
+    for ax, model in zip(axes, models):
+        sub = pen[pen.model == model]
+        lines_with_seeds(ax, sub, "serial_share", "acc", "line", {"penalty K=2": color("penalty")})
+        base = percent(pd.to_numeric(bp[bp.model == model]["m.test_acc"], errors="coerce"))
         if len(base):
-            ax.axhline(base.mean(), color="C0", ls="--", label="serial BP")
-        ax.set(title=model, xlabel="share of epochs trained serially (SPH)", ylabel="test accuracy %")
-        ax.legend()
-    ctx.save_figure(fig, "sph", "measured", "Accuracy vs serial share (SPH)",
+            ax.axhline(base.mean(), color=color("bp"), ls="--", lw=1.2, label=f"serial bp (mean of {len(base)})")
+        ax.set_xticks(sorted(sub.serial_share.unique()))
+        ax.set(title=model, xlabel="share of epochs trained serially (SPH)", ylabel=ACC_LABEL)
+    one_legend(fig)
+    ctx.save_figure(fig, "sph", "measured",
+                    f"Accuracy vs serial share (SPH): penalty, K = 2 stages, vs serial BP ({_where(ctx, pen)}; "
+                    "mean and 95% bootstrap CI, dots: seeds)",
                     reproduces="Sun et al. 2021 SPH ablation (arXiv 2009.01462; figure not available)")
 
 
@@ -336,31 +345,55 @@ def _comm_figure(ctx, runs):
     lp = runs[runs.method.isin(METHODS) & (runs.serial_share < 1.0) & runs["par.comm_mb"].notna()]
     if lp.empty:
         return
-    lp = lp.assign(stride=lp.ds_stride.map(lambda s: f"DS stride {s}"))
-    long = pd.concat([lp.assign(kind="sent", mb=lp["par.comm_mb"]),
-                      lp.assign(kind="without DS", mb=lp["par.comm_mb_without_ds"])])
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
-    sns.barplot(long, x="stride", y="mb", hue="kind", ax=ax, errorbar=None)
+    lp = lp.assign(setting=lp.apply(lambda r: f"{SHORT[r.method]} K={r.stages}, DS stride {r.ds_stride}", axis=1))
+    filtered = bool((lp.ds_stride > 1).any())
+    per = lp.groupby(["method", "setting"], as_index=False)[["par.comm_mb", "par.comm_mb_without_ds"]].mean()
+    per = per.sort_values(["method", "setting"])
+    fig, axes = panels(1, panel=(max(5.5, 1.1 * len(per)), 3.2), legend_width=2.0 if filtered else 0.2)
+    ax = axes[0]
+    x = range(len(per))
+    if filtered:
+        ax.bar([i - 0.2 for i in x], per["par.comm_mb"], 0.4, color=[color(m) for m in per.method], label="sent")
+        ax.bar([i + 0.2 for i in x], per["par.comm_mb_without_ds"], 0.4, color="white",
+               edgecolor=[color(m) for m in per.method], hatch="//", label="without the DS filter")
+        one_legend(fig)
+    else:  # no run has the filter on: what is sent is what would be sent without it
+        ax.bar(list(x), per["par.comm_mb"], 0.6, color=[color(m) for m in per.method])
+    ax.set_xticks(list(x), per.setting, rotation=20, ha="right", fontsize=8)
     ax.set(xlabel="", ylabel="MB per epoch between stages")
-    ctx.save_figure(fig, "comm", "measured", "Communication per epoch, ± DS filters",
+    title = ("Communication per epoch between stages, with and without the DS filters" if filtered else
+             "Communication per epoch between stages (no run here has the DS filters on)")
+    ctx.save_figure(fig, "comm", "measured", f"{title} ({_where(ctx, lp)})",
                     reproduces="Sun et al. 2021 DS filters (arXiv 2009.01462; figure not available)")
 
 
 def _speedup_figure(ctx, runs):
     measured = _measured_parallel_speedup(runs)
-    rows = [{"method": SHORT[m], "kind": "measured, 2 processes (this machine)", "speedup": s}
+    rows = [{"setting": f"{SHORT[m]} K=2", "method": m, "kind": "measured, 2 processes (this machine)", "speedup": s}
             for (_, _, m), s in measured.items()]
     pure = runs[runs.method.isin(METHODS) & ~runs.distributed & (runs.serial_share == 0.0)]
-    rows += [{"method": SHORT[m], "kind": "modelled, K devices", "speedup": s}
-             for m, s in zip(pure.method, pure["par.modelled_speedup"]) if not math.isnan(s)]
+    rows += [{"setting": f"{SHORT[m]} K={k}", "method": m, "kind": f"modelled, {k} devices", "speedup": s}
+             for m, k, s in zip(pure.method, pure.stages, pure["par.modelled_speedup"]) if not math.isnan(s)]
     if not rows:
         return
-    fig, ax = plt.subplots(figsize=(7.2, 3.6))
-    sns.barplot(pd.DataFrame(rows), x="method", y="speedup", hue="kind", ax=ax, errorbar=None)
+    frame = pd.DataFrame(rows)
+    frame["bar"] = frame.setting + "\n" + frame.kind.str.replace(" (this machine)", "", regex=False)
+    bars = frame.groupby(["bar", "method", "kind"], as_index=False)["speedup"].mean()
+    fig, axes = panels(1, panel=(max(5.5, 1.3 * len(bars)), 3.2), legend_width=0.2)
+    ax = axes[0]
+    ax.bar(range(len(bars)), bars.speedup, 0.6, color=[color(m) for m in bars.method],
+           hatch=["" if k.startswith("measured") else "//" for k in bars.kind], edgecolor="white")
+    for i, bar in enumerate(bars.bar):
+        values = frame[frame.bar == bar].speedup
+        if len(values) > 1:
+            ax.scatter([i] * len(values), values, s=10, color="grey", zorder=3)
+    ax.set_xticks(range(len(bars)), bars.bar, fontsize=8)
     ax.axhline(1.0, color="grey", lw=0.8)
     ax.set(xlabel="", ylabel="parallel-phase speedup vs 1 process")
-    ctx.save_figure(fig, "speedup", "modelled",
-                    "Parallel-phase speedup, measured and modelled",
+    kinds = sorted({"measured" if k.startswith("measured") else "modelled" for k in bars.kind})
+    ctx.save_figure(fig, "speedup", "modelled" if "modelled" in kinds else "measured",
+                    f"Parallel-phase speedup, {' and '.join(kinds)} ("
+                    + ("solid: measured, hatched: modelled; " if len(kinds) > 1 else "") + f"{_where(ctx, runs)})",
                     reproduces="Sun et al. 2021 speedup claims (abstract; no table available)")
 
 

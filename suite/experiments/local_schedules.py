@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import math
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
@@ -32,6 +31,8 @@ from suite.metrics import EPOCH_TIME, TEST_ACC, TRAIN_TIME
 from suite.report.compare import TARGET_NOTE, compare_to_bp
 from suite.report.context import hparam, with_variants
 from suite.report.fairness import Bound, Evidence, Setting
+from suite.report.figures import ACC_LABEL, one_legend, panels
+from suite.report.palette import colors
 
 SCHEDULES = ("linear", "quadratic", "exponential", "dynamic")
 PAPER_SWEEP = {"alpha": (0.1, 0.3, 0.5), "l_shift": (0.1, 0.15)}
@@ -82,7 +83,8 @@ def variant(row: pd.Series) -> str:
 
 
 ORDER = ("bp", *SCHEDULES)
-PALETTE = dict(zip((*ORDER, "dynamic sweep"), sns.color_palette("colorblind", len(ORDER) + 1)))
+# BP black; the schedules in shades of local's colour (suite/report/palette.py)
+PALETTE = colors((*ORDER, "dynamic sweep"), lambda v: "bp" if v == "bp" else "local")
 
 
 def _is_sweep(name: str) -> bool:
@@ -179,12 +181,12 @@ NOTES = (
 # -- figures --------------------------------------------------------------------------------------
 
 def transition_figure(ctx, hist: pd.DataFrame) -> None:
-    sub = hist[(hist.key == TRANSITION.key) & ~hist.variant.map(_is_sweep)]
+    sub = hist[(hist.key == TRANSITION.key) & hist.variant.isin(SCHEDULES)]  # the sweep's lines would hide them
     if sub.empty:
         return
     models = sorted(sub.model.unique())
-    fig, axes = plt.subplots(1, len(models), figsize=(4.6 * len(models), 3.6), squeeze=False)
-    for ax, model in zip(axes[0], models):
+    fig, axes = panels(len(models), panel=(3.8, 3.0), legend_width=1.5)
+    for ax, model in zip(axes, models):
         data = sub[sub.model == model].copy()
         # a small vertical offset per schedule keeps coinciding steps visible
         offset = {s: (i - 1.5) * 0.015 * max(1.0, data.value.max()) for i, s in enumerate(SCHEDULES)}
@@ -195,7 +197,9 @@ def transition_figure(ctx, hist: pd.DataFrame) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(title=model, xlabel="epoch", ylabel="transition layer T (offset per line)")
-    ctx.save_figure(fig, "transition", "measured", "Localized→SGD transition layer vs epoch, per schedule",
+    one_legend(fig, title="schedule", order=list(SCHEDULES))
+    ctx.save_figure(fig, "transition", "measured", f"Localized→SGD transition layer vs epoch, per schedule "
+                    f"(profile {ctx.profile})",
                     reproduces="Krithivasan et al. 2022, Figure 3 (transition-layer schedules)")
 
 
@@ -208,19 +212,23 @@ def tradeoff_figure(ctx, runs: pd.DataFrame) -> None:
     runs["relative time"] = runs["m.epoch_time"] / runs.model.map(bp_time)
     runs["kind"] = runs.variant.map(lambda v: "dynamic sweep" if _is_sweep(v) else v)
     models = sorted(runs.model.unique())
-    fig, axes = plt.subplots(1, len(models), figsize=(4.8 * len(models), 3.8), squeeze=False)
-    for ax, model in zip(axes[0], models):
-        data = runs[runs.model == model].groupby(["variant", "kind"], as_index=False)[["relative time", "acc"]].mean()
+    fig, axes = panels(len(models), panel=(4.0, 3.2), legend_width=1.6)
+    for ax, model in zip(axes, models):
+        seeds = runs[runs.model == model]
+        data = seeds.groupby(["variant", "kind"], as_index=False)[["relative time", "acc"]].mean()
         kinds = [k for k in PALETTE if k in set(data.kind)]
+        ax.scatter(seeds["relative time"], seeds["acc"], s=8, alpha=0.4, linewidths=0,
+                   c=[PALETTE[k] for k in seeds.kind], label="_seeds")
         sns.scatterplot(data, x="relative time", y="acc", hue="kind", style="kind", s=70, ax=ax,
                         hue_order=kinds, style_order=kinds, palette=PALETTE)
         for _, row in data[data.kind == "dynamic sweep"].iterrows():
             ax.annotate(row.variant.replace("dynamic ", ""), (row["relative time"], row.acc), fontsize=5,
                         xytext=(3, -6), textcoords="offset points", color=PALETTE["dynamic sweep"])
         ax.axvline(1.0, color="gray", lw=0.8)
-        ax.set(title=model, xlabel="training time / BP's (end-to-end, measured)", ylabel="test accuracy %")
-        ax.legend(fontsize=7)
-    ctx.save_figure(fig, "tradeoff", "measured", "Accuracy vs training time per schedule (mean over seeds)",
+        ax.set(title=model, xlabel="training time / BP's (end-to-end, measured)", ylabel=ACC_LABEL)
+    one_legend(fig, title="schedule")
+    ctx.save_figure(fig, "tradeoff", "measured", f"Accuracy vs training time per schedule (profile {ctx.profile}; "
+                    f"large marks: mean over {runs.seed.nunique()} seeds, dots: seeds)",
                     reproduces="Krithivasan et al. 2022, Figure 4 (schedules on Cifar10-ResNet18)")
 
 

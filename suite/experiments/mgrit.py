@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import MaxNLocator
@@ -66,6 +65,8 @@ from suite.metrics import TEST_ACC, TRAIN_LOSS, TRAIN_TIME
 from suite.report.compare import TARGET_NOTE, accuracy_by_seed, compare_to_bp
 from suite.report.context import hparam, with_variants
 from suite.report.fairness import Evidence, Setting
+from suite.report.figures import epoch_axis, one_legend, panels, percent
+from suite.report.palette import colors
 from suite.report.stats import margin_verdict, mean_ci, paired_diff_ci, tolerance_verdict
 
 SIMILAR_POINTS = 1.0  # "similar to serial training": within this many points of BP's accuracy
@@ -101,9 +102,9 @@ VARIANTS = (
     ("mgrit 2+1 it, 2 proc", {"fwd_iters": 2, "bwd_iters": 1, "workers": 2}),
 )
 ORDER = ("bp", *(label for label, _ in VARIANTS))
-# blue, orange, green, purple, red; the 2-process runs in lighter tones of their 1-process colours
-PALETTE = dict(zip(ORDER, [sns.color_palette("colorblind")[i] for i in (0, 1, 2, 4, 3)]
-                   + [sns.color_palette("pastel")[i] for i in (1, 2)]))
+# BP black, the MGRIT variants in shades of mgrit's colour (suite/report/palette.py); line styles
+# and markers tell them apart as well
+PALETTE = colors(ORDER)
 
 
 def grid(profile: str, seeds: int) -> list[Cell]:
@@ -355,9 +356,10 @@ def training_figure(ctx, runs: pd.DataFrame, hist: pd.DataFrame) -> None:
         return
     sub["iteration"] = (sub.step + 1) * sub.run_id.map(runs.set_index("run_id")["steps_per_epoch"])
     order = [v for v in ORDER if v in set(sub.variant)] + sorted(set(sub.variant) - set(ORDER))
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8))
+    sub.loc[sub.key == "test_acc", "value"] = percent(sub.loc[sub.key == "test_acc", "value"])
+    fig, axes = panels(2, panel=(4.2, 3.2), legend_width=2.0)
     for ax, key, label in zip(axes, ("train_loss", "test_acc"), ("training loss (mean over the epoch)",
-                                                                 "test accuracy (end of epoch)")):
+                                                                 "test accuracy (%, end of epoch)")):
         data = sub[sub.key == key]
         sns.lineplot(data, x="iteration", y="value", hue="variant", style="variant", hue_order=order,
                      style_order=order, markers=True, dashes=True, errorbar=("ci", 95), seed=0, ax=ax,
@@ -366,9 +368,11 @@ def training_figure(ctx, runs: pd.DataFrame, hist: pd.DataFrame) -> None:
                title=", ".join(sorted(data.model.unique())))
         if key == "train_loss":
             ax.set_yscale("log")
-        ax.legend(fontsize=7)
+        epoch_axis(ax, "")
+    one_legend(fig, order=order)
     ctx.save_figure(fig, "training", "measured",
-                    "Serial BP vs one-shot MGRIT: loss and accuracy vs iteration (per-epoch points)",
+                    f"Serial BP vs one-shot MGRIT: loss and accuracy vs iteration (per-epoch points; profile "
+                    f"{ctx.profile}, mean and 95% bootstrap CI over {runs.seed.nunique()} seeds)",
                     reproduces="Günther et al. 2020, training with inexact (one-shot) gradients [NF: figure "
                                "not available; reconstructed on TorchBraid's MNIST network]")
 
@@ -387,7 +391,7 @@ def residual_figure(ctx, hist: pd.DataFrame) -> None:
     sub = pd.concat([zero, sub], ignore_index=True)
     sub["epoch"] = sub.step.map(lambda s: f"after epoch {s + 1}")
     order = [v for v in ORDER if v in set(sub.variant)]
-    fig, axes = plt.subplots(1, 2, figsize=(9.5, 3.8), sharey=True)
+    fig, axes = panels(2, panel=(4.2, 3.2), legend_width=2.0, sharey=True)
     for ax, solve in zip(axes, ("forward (states)", "adjoint (gradients)")):
         data = sub[sub.solve == solve]
         sns.lineplot(data, x="iteration", y="value", hue="variant", style="epoch", hue_order=order, markers=True,
@@ -396,7 +400,7 @@ def residual_figure(ctx, hist: pd.DataFrame) -> None:
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set(title=f"{solve}, {', '.join(sorted(data.model.unique()))}", xlabel="MGRIT iteration",
                ylabel="relative residual ‖r_k‖ / ‖r_0‖")
-        ax.legend(fontsize=7)
+    one_legend(fig)
     ctx.save_figure(fig, "residual", "measured",
                     "MGRIT residual vs iteration (probe on a fixed batch at each run's weights; variants overlap where equal)",
                     reproduces="Günther et al. 2020, MGRIT convergence for forward and adjoint [NF: figure not "
@@ -411,16 +415,15 @@ def scaling_figure(ctx, runs: pd.DataFrame, hist: pd.DataFrame) -> None:
     sub = sub.groupby(["variant", "model", "workers"], as_index=False)["value"].mean()
     sub["relative time"] = 1.0 / sub["value"]
     order = [v for v in ORDER if v in set(sub.variant)]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.9), gridspec_kw={"width_ratios": [1.4, 1]})
+    fig, axes = panels(2, panel=(4.2, 3.2), legend_width=2.0, gridspec_kw={"width_ratios": [1.4, 1]})
     ax = axes[0]
     sns.lineplot(sub, x="workers", y="relative time", hue="variant", style="variant", hue_order=order,
                  style_order=order, markers=True, ax=ax, palette=[PALETTE.get(v, "gray") for v in order])
-    ax.axhline(1.0, color=PALETTE["bp"], lw=1.2, ls="--", label="bp (layer-serial)")
+    ax.axhline(1.0, color=PALETTE["bp"], lw=1.2, ls="--", label="bp (layer-serial, 1 process)")
     ax.set_xscale("log", base=2)
     ax.set_ylim(bottom=0)
     ax.set(xlabel="workers P (layer chunks)", ylabel="run time / serial BP's (modelled)",
            title="MODELLED: critical path of the ODE run")
-    ax.legend(fontsize=7)
     ax = axes[1]
     runs = runs[runs.setting == "one-shot"]
     bp_time = runs.loc[runs.method == "bp", "epoch_s"].mean()
@@ -429,12 +432,12 @@ def scaling_figure(ctx, runs: pd.DataFrame, hist: pd.DataFrame) -> None:
     sns.lineplot(measured, x="processes", y="epoch_s", hue="solve", style="solve", hue_order=solves,
                  style_order=solves, markers=True, ax=ax, palette=[PALETTE.get(v, "gray") for v in solves])
     if not math.isnan(bp_time):
-        ax.axhline(bp_time, color=PALETTE["bp"], lw=1.2, ls="--", label="bp (1 process)")
+        ax.axhline(bp_time, color=PALETTE["bp"], lw=1.2, ls="--", label="bp (layer-serial, 1 process)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_ylim(bottom=0)
     ax.set(xlabel="processes P on 2 cores (P = 1: 2 threads; P = 2: 1 thread each)", ylabel="s / epoch (measured)",
            title="MEASURED: P processes, this machine")
-    ax.legend(fontsize=7)
+    one_legend(fig, order=[*order, "bp (layer-serial, 1 process)"])
     ctx.save_figure(fig, "scaling", "modelled",
                     "Run time vs workers (left modelled for any P; right measured s/epoch with P processes here)",
                     reproduces="Günther et al. 2020, strong scaling [NF: figure not available; modelled, and "

@@ -89,19 +89,12 @@ def lines_with_seeds(ax, data: pd.DataFrame, x: str, y: str, hue: str, palette: 
 
 
 def _colour_of(handle) -> str | None:
-    from matplotlib.colors import to_hex
+    from matplotlib.colors import to_hex, to_rgba_array
     for getter in ("get_color", "get_facecolor", "get_edgecolor"):
         if hasattr(handle, getter):
-            value = getattr(handle, getter)()
-            try:
-                value = np.asarray(value, dtype=float)
-            except (TypeError, ValueError):
-                return to_hex(value)
-            if value.ndim == 2:
-                if not len(value):
-                    continue
-                value = value[0]
-            return to_hex(value[:3])
+            rgba = to_rgba_array(getattr(handle, getter)())
+            if len(rgba):
+                return to_hex(rgba[0][:3])
     return None
 
 

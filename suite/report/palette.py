@@ -82,20 +82,25 @@ def color(name: str) -> str:
     return METHOD_COLORS[method][1] if method else _fallback(name)
 
 
+# the steps from a method's colour to its variants' shades: (lightness, hue) offsets, in turn darker,
+# lighter, then the hue turned a little either way (related hues, told apart beyond lightness alone)
+SHADE_STEPS = ((-0.16, 0.0), (0.2, 0.0), (0.0, 0.08), (0.0, -0.08), (0.2, -0.08), (-0.16, 0.08),
+               (0.32, 0.0), (-0.16, -0.08), (0.2, 0.08), (0.32, 0.08), (0.32, -0.08))
+
+
 def shades(base: str, n: int) -> list[str]:
-    """n distinct shades of `base`: `base` itself first, then darker and lighter ones in turn
-    (lightness at least 0.1 apart while the range allows)."""
+    """n distinct shades of `base`: `base` itself first, then darker, lighter and slightly turned
+    ones (SHADE_STEPS); a grey (BP's black) varies in lightness only."""
     h, lum, s = colorsys.rgb_to_hls(*to_rgb(base))
-    levels, low = [lum], (0.0 if lum < 0.15 else 0.18)  # no shade of a hue so dark it reads as BP's black
-    for gap in (0.15, 0.1, 0.05, 0.02):
-        for step in range(1, 20):
-            for sign in (-1, 1):
-                cand = lum + sign * gap * step
-                if low <= cand <= 0.82 and all(abs(cand - x) >= gap - 1e-9 for x in levels) and len(levels) < n:
-                    levels.append(cand)
-        if len(levels) >= n:
+    low = 0.0 if lum < 0.15 else 0.2  # no shade of a hue so dark it reads as BP's black
+    out = [to_hex(to_rgb(base))]
+    steps = SHADE_STEPS if s > 0.05 else tuple((0.14 * i, 0.0) for i in range(1, 7))
+    for dl, dh in steps:
+        if len(out) == n:
             break
-    out = list(dict.fromkeys(to_hex(colorsys.hls_to_rgb(h, x, s)) for x in levels))
+        c = to_hex(colorsys.hls_to_rgb((h + dh) % 1.0, min(0.85, max(low, lum + dl)), s))
+        if c not in out:
+            out.append(c)
     return out + [_fallback(f"{base}/{i}", set(out)) for i in range(n - len(out))]
 
 

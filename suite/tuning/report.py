@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 
-import matplotlib.pyplot as plt
 import pandas as pd
 import seaborn as sns
 from matplotlib.ticker import NullFormatter
@@ -17,6 +16,8 @@ from matplotlib.ticker import NullFormatter
 from suite.config import resolve
 from suite.params import Categorical, LogUniform
 from suite.report.context import ReportContext, set_style
+from suite.report.figures import one_legend, panels
+from suite.report.palette import colors
 
 
 def trials_frame(results) -> pd.DataFrame:
@@ -57,29 +58,27 @@ def settings_table(results) -> pd.DataFrame:
 
 def _plot_cells(ctx: ReportContext, results, frame: pd.DataFrame) -> None:
     specs = {(r.spec.cell.model, r.spec.cell.dataset): r.spec for r in results if r.trials}
-    panels = [(model, dataset, key) for (model, dataset), spec in sorted(specs.items()) for key in spec.space]
-    if not panels:
+    cells = [(model, dataset, key) for (model, dataset), spec in sorted(specs.items()) for key in spec.space]
+    if not cells:
         return
-    methods = sorted(frame.method.unique())
-    palette = dict(zip(methods, sns.color_palette("colorblind", len(methods))))
-    cols = min(4, len(panels))
-    rows = -(-len(panels) // cols)
-    # wide panels and the legend beside them: a dozen methods share each panel
-    fig, axes = plt.subplots(rows, cols, figsize=(6.4 * cols + 2.2, 4.2 * rows), squeeze=False)
-    for ax, (model, dataset, key) in zip(axes.flat, panels):
+    methods = sorted(frame.method.unique(), key=lambda m: (method_rank(m), m))
+    palette = colors(methods)
+    fig, axes = panels(len(cells), panel=(3.4, 2.9), legend_width=1.9, sharey=True)
+    for ax, (model, dataset, key) in zip(axes, cells):
         sub = frame[(frame.model == model) & (frame.dataset == dataset) & (frame.param == key)]
         sub = sub.sort_values("value", kind="stable")
         space = specs[(model, dataset)].space[key]
+        trained, diverged = sub[sub.status != "diverged"], sub[sub.status == "diverged"]
         if isinstance(space, Categorical):
-            sns.stripplot(sub, x="value", y="val_acc", hue="method", palette=palette, ax=ax, dodge=True)
+            sns.stripplot(trained, x="value", y="val_acc", hue="method", palette=palette, hue_order=methods, ax=ax,
+                          dodge=True, size=4)
         else:
-            sns.lineplot(sub, x="value", y="val_acc", hue="method", palette=palette, estimator=None,
-                         marker="o", ax=ax, legend=ax is axes.flat[0])
-            chosen, diverged = sub[sub.chosen], sub[sub.status == "diverged"]
-            ax.scatter(chosen.value, chosen.val_acc, marker="*", s=160, c=[palette[m] for m in chosen.method],
-                       edgecolors="black", zorder=5)
-            ax.scatter(diverged.value, diverged.val_acc, marker="x", s=60, c=[palette[m] for m in diverged.method],
-                       zorder=5)
+            # a line joins only the trials that trained; a diverged trial is its own mark at 0
+            sns.lineplot(trained, x="value", y="val_acc", hue="method", palette=palette, hue_order=methods,
+                         estimator=None, marker="o", markersize=4, lw=1, ax=ax)
+            chosen = sub[sub.chosen]
+            ax.scatter(chosen.value, chosen.val_acc, marker="*", s=110, c=[palette[m] for m in chosen.method],
+                       edgecolors="black", linewidths=0.6, zorder=5, label="_chosen")
             # the whole search range, the same for every method, with a margin for the end points
             if isinstance(space, LogUniform):
                 ax.set_xscale("log")
@@ -88,16 +87,19 @@ def _plot_cells(ctx: ReportContext, results, frame: pd.DataFrame) -> None:
             else:
                 pad = 0.05 * (space.high - space.low)
                 ax.set_xlim(space.low - pad, space.high + pad)
-        ax.set(title=f"{model} / {dataset}", xlabel=key, ylabel="validation accuracy % (diverged = 0)",
-               ylim=(-3, 103))
-    for ax in list(axes.flat)[len(panels):]:
-        ax.set_visible(False)
-    first = axes.flat[0]
-    if first.get_legend() is not None:
-        sns.move_legend(first, "upper left", bbox_to_anchor=(1.02, 1.0), fontsize=8, title="method")
+        if len(diverged) and not isinstance(space, Categorical):
+            ax.scatter(diverged.value, [0.0] * len(diverged), marker="x", s=28, linewidths=1.2,
+                       c=[palette[m] for m in diverged.method], zorder=5, label="_diverged")
+        ax.set(title=f"{model} / {dataset}", xlabel=key, ylabel="validation accuracy (%)", ylim=(-4, 103))
+    one_legend(fig, title="method", order=methods)
     ctx.save_figure(fig, "sensitivity", "measured",
-                    f"Validation accuracy per trial vs the tuned parameter\n(★ chosen, × diverged; "
-                    f"{ctx.profile} profile)", reproduces="suite tuning protocol (no paper figure)")
+                    f"Validation accuracy per trial vs the tuned parameter (★ chosen; × diverged, drawn at 0 and "
+                    f"not joined; {ctx.profile} profile)", reproduces="suite tuning protocol (no paper figure)")
+
+
+def method_rank(method: str) -> int:
+    from suite.methods import METHODS
+    return list(METHODS).index(method) if method in METHODS else len(METHODS)
 
 
 def write_report(experiment: str, profile: str, results, results_dir, figures_dir) -> ReportContext:

@@ -146,6 +146,8 @@ def test_every_registered_grid_cell_builds_the_splits_it_built_before(mnist_root
     built = {}
     for cell in cells:
         cfg = resolve(cell)  # the declared limits (`high=`) reject no cell
+        if cell.dataset not in SIZES:  # added after the size rule (the class views of dfa-transfer): no splits
+            continue                   # from before to keep; tests/test_dfa_transfer.py checks theirs
         requested = {k for k, _ in cell.overrides}
         expected = _committed_splits(cfg.train, *SIZES[cell.dataset])
         sizes = split_sizes(cell.dataset, cfg.train, *SIZES[cell.dataset], requested)

@@ -218,3 +218,13 @@ def test_local_schedule_figures_follow_the_rules(tmp_path, saved):
         _check(fig)
     assert legend_colours(saved[1])["bp"] == palette.color("bp")
     assert legend_colours(saved[1])["linear"] != palette.color("bp")
+
+
+def test_a_difference_interval_stays_within_plus_minus_100_points():
+    from suite.report.stats import fmt_diff
+    assert fmt_diff(1.0, 0.5) == "+1.00 ± 0.50"
+    assert fmt_diff(26.43, 109.11) == "+26.43 [-82.68, +100.00]"  # the t interval clipped to the scale
+    text = fmt_diff(26.43, 109.11, per_seed=[0.5, 1.0, 77.8])  # bootstrap over the paired seeds
+    low, high = (float(v) for v in text.split("[")[1].rstrip("]").split(","))
+    assert 0.5 <= low <= high <= 77.8
+    assert fmt_diff(float("nan"), 1.0) == "–" and fmt_diff(2.0, float("nan")) == "+2.00"

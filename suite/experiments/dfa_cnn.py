@@ -107,7 +107,7 @@ def small_data_verdict(ctx, runs: pd.DataFrame) -> None:
     share each seed's initial weights and batches), lies above 0. Not reproduced when its upper end
     is below NEGLIGIBLE_POINTS (any advantage is too small to matter, BP may be better); otherwise
     undecided. Picking the best of the rivals favours the claim."""
-    from suite.report.stats import paired_diff_ci
+    from suite.report.stats import fmt_diff, paired_diff_ci
     small = runs[runs.fraction == runs.fraction.min()].assign(acc=lambda f: pd.to_numeric(f["m.test_acc"]) * 100)
     bp = small[small.method == "bp"]
     rivals = small[small.method.isin(["bdfa", "hybrid-dfa"])].groupby("variant").acc
@@ -117,7 +117,7 @@ def small_data_verdict(ctx, runs: pd.DataFrame) -> None:
     sample = small[small.variant == best]
     diff, half, kind = paired_diff_ci(sample.set_index("seed").acc, bp.set_index("seed").acc)
     seeds = small.seed.nunique()
-    figure = f"{diff:+.2f}" + ("" if math.isnan(half) else f" ± {half:.2f} ({kind})")
+    figure = fmt_diff(diff, half) + ("" if math.isnan(half) else f" ({kind})")
     if math.isnan(half):
         verdict, why = "undecided", "one seed: no interval"
     elif diff - half > 0:

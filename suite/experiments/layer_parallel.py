@@ -189,7 +189,7 @@ def main_table(runs: pd.DataFrame, hist: pd.DataFrame) -> pd.DataFrame:
 
 def verdict_table(runs: pd.DataFrame) -> pd.DataFrame:
     """The accuracy claim per method and K (SPH, no DS, one process): Δ vs BP and the verdict."""
-    from suite.report.stats import margin_verdict, paired_diff_ci
+    from suite.report.stats import fmt_diff, margin_verdict, paired_diff_ci
     rows = []
     for (model, dataset), group in runs.groupby(["model", "dataset"]):
         base = 100 * pd.to_numeric(group[group.method == "bp"]["m.test_acc"], errors="coerce")
@@ -203,11 +203,10 @@ def verdict_table(runs: pd.DataFrame) -> pd.DataFrame:
                 acc = 100 * pd.to_numeric(sub["m.test_acc"], errors="coerce")
                 diff, half, _ = paired_diff_ci(acc.set_axis(sub["seed"]), base.set_axis(bp_seeds))
                 n = int(acc.notna().sum())
-                ci = "" if math.isnan(half) else f" ± {half:.2f}"
                 violation = sub["par.violation_b1"].mean()
                 rows.append({"dataset": dataset, "model": model, "method": f"{SHORT[method]} + SPH", "K": k,
                              "seeds": f"{n} (bp {len(base)})", "bp acc %": f"{base.mean():.2f}",
-                             "acc %": f"{acc.mean():.2f}", "Δ vs bp (pts)": f"{diff:+.2f}{ci}",
+                             "acc %": f"{acc.mean():.2f}", "Δ vs bp (pts)": fmt_diff(diff, half),
                              "violation (b1, parallel epochs)": "–" if math.isnan(violation) else f"{violation:.3f}",
                              VERDICT_COL:
                                  {"reproduced": "comparable", "not reproduced": "not comparable"}.get(

@@ -67,7 +67,7 @@ from suite.report.context import hparam, with_variants
 from suite.report.fairness import Evidence, Setting
 from suite.report.figures import epoch_axis, one_legend, panels, percent
 from suite.report.palette import colors
-from suite.report.stats import margin_verdict, mean_ci, paired_diff_ci, tolerance_verdict
+from suite.report.stats import fmt_diff, margin_verdict, mean_ci, paired_diff_ci, tolerance_verdict
 
 SIMILAR_POINTS = 1.0  # "similar to serial training": within this many points of BP's accuracy
 
@@ -203,7 +203,7 @@ def _claim(row: pd.Series, runs: pd.DataFrame) -> tuple[str, str]:
     diff, half, kind = paired_diff_ci(accuracy_by_seed(sub), accuracy_by_seed(base))
     if math.isnan(diff):
         return "–", "–"
-    paired = f"{diff:+.2f} ± {half:.2f} ({kind})" if not math.isnan(half) else f"{diff:+.2f} (one seed)"
+    paired = f"{fmt_diff(diff, half)} ({kind})" if not math.isnan(half) else f"{diff:+.2f} (one seed)"
     return paired, CLAIM_WORDS[margin_verdict(diff, half, SIMILAR_POINTS)]
 
 

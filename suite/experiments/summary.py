@@ -23,7 +23,7 @@ from suite.report.figures import (
     percent,
 )
 from suite.report.palette import colors
-from suite.report.stats import paired_diff_ci
+from suite.report.stats import fmt_diff, paired_diff_ci
 from suite.tuning.settings import apply_tuned, current_mode, selected, tuning_note
 
 GRIDS = {
@@ -170,7 +170,7 @@ def tuning_effect(ctx) -> pd.DataFrame:
         rows.append({"model": model, "method": method, "lr (default → tuned)": f"{lr_before:.3g} → {lr_after:.3g}",
                      "test acc % at default": accuracy_text(before), "test acc % tuned": accuracy_text(after),
                      "Δ (pts)": "–" if math.isnan(diff) or kind != "paired"
-                     else f"{diff:+.2f}" + ("" if math.isnan(half) else f" ± {half:.2f}")})
+                     else fmt_diff(diff, half, per_seed=list((acc_after - acc_before.reindex(acc_after.index)).dropna()))})
     return pd.DataFrame(rows).sort_values(["model", "method"], kind="stable") if rows else pd.DataFrame()
 
 

@@ -57,6 +57,24 @@ def fmt_bounded(values, digits: int = 2, bounds: tuple[float, float] = (0.0, 100
     return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
 
 
+def fmt_diff(diff: float, half: float, digits: int = 2, bound: float = 100.0, per_seed=None) -> str:
+    """A difference of accuracies (points) with its CI: '+d ± h' where the interval lies within
+    ±`bound` (a difference of two % accuracies cannot leave ±100); otherwise '+d [low, high]': the
+    bootstrap interval of the paired per-seed differences when given, else the t interval clipped
+    to ±`bound` (which decides no margin rule differently: a margin lies inside the bounds)."""
+    if math.isnan(diff):
+        return "–"
+    if math.isnan(half):
+        return f"{diff:+.{digits}f}"
+    if -bound <= diff - half and diff + half <= bound:
+        return f"{diff:+.{digits}f} ± {half:.{digits}f}"
+    if per_seed is not None and len(per_seed) >= 2:
+        _, low, high, _ = bounded_ci(per_seed, bounds=(-bound, bound))
+    else:
+        low, high = max(-bound, diff - half), min(bound, diff + half)
+    return f"{diff:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
 def welch_p(a, b) -> float:
     """Two-sided Welch t-test p-value; nan when either side has fewer than two values."""
     a, b = np.asarray(a, float), np.asarray(b, float)

@@ -19,6 +19,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
+from matplotlib.layout_engine import ConstrainedLayoutEngine  # noqa: E402
 
 from suite.atomic import replacing, write_text  # noqa: E402
 from suite.report.fairness import Evidence, conditions_line, decide  # noqa: E402
@@ -115,8 +116,7 @@ class ReportContext:
             width = MAX_WIDTH_IN
         # the title wrapped to the figure's width (≈ 6.5 pt a character at 11 pt), never clipped
         fig.suptitle(textwrap.fill(f"{title} ({kind})", max(30, int(width * 72 / 6.5))), fontsize=11)
-        constrained = type(fig.get_layout_engine()).__name__ == "ConstrainedLayoutEngine"
-        if not constrained:
+        if not isinstance(fig.get_layout_engine(), ConstrainedLayoutEngine):  # figures.panels lays itself out
             fig.tight_layout()
         path = self.figures_dir / f"{self.name}-{suffix}.png"
         try:

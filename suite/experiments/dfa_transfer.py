@@ -52,7 +52,7 @@ ADAM = {"optimizer": "adam", "weight_decay": 0.0, "schedule": "constant"}
 # profile: (k values, lr grid, run settings)
 SETTINGS = {
     "smoke": ((2, 4), (1e-3, 1e-2), {"epochs": 2, "val_fraction": 0.2}),
-    "quick": ((10, 100), (3e-4, 1e-3, 3e-3),
+    "quick": ((10, 100), (1e-3, 3e-3),
               {"epochs": 8, "train_subset": 3000, "val_fraction": 0.1, "test_subset": 500}),
     "verify": ((10, 30, 100), (1e-4, 3e-4, 1e-3, 3e-3, 1e-2),
                {"epochs": 12, "train_subset": 10000, "val_fraction": 0.1, "test_subset": 0}),

@@ -28,15 +28,15 @@ from __future__ import annotations
 
 import math
 
-import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from matplotlib.ticker import NullFormatter
 
 from suite.config import Cell
 from suite.experiments.base import Experiment
 from suite.report.fairness import Evidence, Setting
-from suite.report.stats import fmt_ci, mean_ci, paired_diff_ci
+from suite.report.figures import ACC_LABEL, lines_with_seeds, one_legend, panels
+from suite.report.palette import colors
+from suite.report.stats import fmt_bounded, fmt_diff, mean_ci, paired_diff_ci
 
 SOURCE = ("Han & Yoo 2019 (arXiv 1901.01986) small-data claim, through a proxy of its online-tracking "
           "application (pretrained convs kept, FC layers trained on few samples); no per-method table is available")
@@ -158,8 +158,8 @@ def transfer_verdict(chosen: pd.DataFrame) -> dict:
     d_large_mean = float(d_large.mean()) if len(d_large.dropna()) else math.nan
     contrast = (d_small - d_large).dropna()
     c, c_half, _ = mean_ci(contrast.to_numpy())
-    figure = (f"{best} − BP at k={small}: {_pm(d, d_half)} pts ({kind}); at k={large}: {d_large_mean:+.2f}; "
-              f"difference {_pm(c, c_half)} pts")
+    figure = (f"{best} − BP at k={small}: {fmt_diff(d, d_half, per_seed=list(d_small.dropna()))} pts ({kind}); "
+              f"at k={large}: {d_large_mean:+.2f}; difference {fmt_diff(c, c_half, bound=200.0)} pts")
     out |= {"best": best, "d": d, "d_half": d_half, "c": c, "c_half": c_half, "figure": figure,
             "seeds": int(d_small.dropna().size)}
     if math.isnan(d_half) or math.isnan(c_half):
@@ -244,20 +244,20 @@ def report(ctx) -> None:
     for (variant, k), g in chosen.groupby(["variant", "k"]):
         done = g[g.status == "finished"]
         lr = float(g.lr.iloc[0])
-        test, half, n = mean_ci(done.test.to_numpy())
-        final, fhalf, _ = mean_ci(done.final_test.to_numpy())
-        val, vhalf, _ = mean_ci(done.best_val.to_numpy())
+        n = int(done.test.notna().sum())
         edge = " (grid edge)" if len(lrs) > 1 and lr in (lrs[0], lrs[-1]) else ""
         rows.append({"method": variant, "k": k, "lr": f"{lr:g}{edge}", "seeds": f"{n}/{len(g)}",
-                     "test acc % @ best val epoch": fmt_ci(test, half),
+                     "test acc % @ best val epoch": fmt_bounded(list(done.test)),
                      "best val epoch (mean, range)": (f"{done.best_epoch.mean():.1f} ({int(done.best_epoch.min())}–"
                                                       f"{int(done.best_epoch.max())})" if n else "–"),
-                     "val acc %": fmt_ci(val, vhalf), "test acc % @ last epoch": fmt_ci(final, fhalf)})
+                     "val acc %": fmt_bounded(list(done.best_val)),
+                     "test acc % @ last epoch": fmt_bounded(list(done.final_test))})
     main = pd.DataFrame(rows)
     main["_rank"] = main["method"].map(lambda v: ORDER.index(v) if v in ORDER else len(ORDER))
     main = main.sort_values(["k", "_rank"]).drop(columns="_rank")
     ctx.write_table(main, notes=(
-        "Test accuracy (%, mean ± 95% t-CI over seeds) on MNIST digits 5-9 at each run's best-validation epoch, at "
+        "Test accuracy (%, mean ± 95% t-CI over seeds; [low, high]: the bootstrap interval where the t interval "
+        "would leave 0-100%) on MNIST digits 5-9 at each run's best-validation epoch, at "
         "the learning rate chosen for each method and k on the validation split (the same lr grid for every "
         "method, BP included; 'grid edge': the chosen lr is an end of the grid). Only the FC layers train; the "
         "conv stack is the same frozen BP-pretrained one for every method. A proxy of the paper's tracking "
@@ -304,28 +304,20 @@ def accuracy_figure(ctx, chosen: pd.DataFrame) -> None:
         return
     ks = sorted(done.k.unique())
     order = [v for v in ORDER if v in set(done.variant)] + sorted(set(done.variant) - set(ORDER))
-    fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    colours = plt.get_cmap("tab10")
-    for i, variant in enumerate(order):
-        sub = done[done.variant == variant]
-        stats = [(k, *mean_ci(sub[sub.k == k].test.to_numpy())[:2]) for k in ks if (sub.k == k).any()]
-        offset = 1 + 0.03 * (i - (len(order) - 1) / 2)  # side by side on the log axis
-        x = np.array([s[0] for s in stats]) * offset
-        means = np.array([s[1] for s in stats])
-        halves = np.nan_to_num(np.array([s[2] for s in stats]))
-        ax.errorbar(x, means, yerr=halves, marker="o", capsize=3, color=colours(i), label=variant)
-        ax.scatter(sub.k * offset, sub.test, s=9, alpha=0.35, color=colours(i))
-    low, high = ax.get_ylim()
-    ax.set_ylim(max(0.0, low), min(100.5, high))  # an interval past the scale is cut at it
+    palette = colors(order)
+    fig, axes = panels(1, panel=(5.2, 3.6), legend_width=2.6)
+    ax = axes[0]
+    lines_with_seeds(ax, done.assign(k=done.k.astype(float)), "k", "test", "variant", palette, order)
     ax.set_xscale("log")
     ax.set_xticks(ks, [str(k) for k in ks])
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set(xlabel="labelled training images per class, k (log scale)", ylabel="test accuracy (%)")
-    ax.legend(title="method (FC layers)", fontsize=8)
+    ax.set(xlabel="labelled training images per class, k (log scale)", ylabel=ACC_LABEL,
+           title=f"{DATASET}, {MODEL}")
+    one_legend(fig, title="method (FC layers)", order=order)
     ctx.save_figure(fig, "k", "measured",
                     f"Test accuracy on digits 5-9 vs k, frozen conv stack pretrained on digits 0-4 (profile "
-                    f"{ctx.profile}; mean and 95% CI over {done.seed.nunique()} seeds at each method's tuned lr; dots: "
-                    f"seeds)", reproduces=SOURCE)
+                    f"{ctx.profile}; mean and 95% bootstrap CI over {done.seed.nunique()} seeds at each method's "
+                    f"tuned lr; dots: seeds)", reproduces=SOURCE)
 
 
 EXPERIMENT = Experiment(name="dfa-transfer",

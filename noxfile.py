@@ -55,9 +55,11 @@ def run(session: nox.Session, *args: str) -> None:
 
 @nox.session(venv_backend="none")
 def tests(session: nox.Session) -> None:
-    """The test suite (offline; MNIST from $BPSUITE_DATA, else ../shared/data)."""
+    """The test suite (offline; MNIST from $BPSUITE_DATA, else ../shared/data), in parallel over
+    $BPSUITE_TEST_WORKERS workers (default: one per CPU core; every run uses one intra-op thread)."""
     suite_env(session)
-    run(session, "python", "-m", "pytest", *(session.posargs or ["tests"]))
+    workers = os.environ.get("BPSUITE_TEST_WORKERS", "auto")
+    run(session, "python", "-m", "pytest", "-n", workers, *(session.posargs or ["tests"]))
 
 
 @nox.session(venv_backend="none")

@@ -478,7 +478,7 @@ def _check_report_outputs(args, experiments, uri) -> None:
     """Before a grid trains: the report's folders can be written, and the report will not have to
     replace tables built from more runs than this grid has cells (that would fail after compute)."""
     from suite.outputs import check_output_dir
-    from suite.report import recorded_runs
+    from suite.report.build import recorded_runs
 
     check_output_dir(args.results_dir, "--results-dir")
     check_output_dir(args.figures_dir, "--figures-dir")
@@ -494,7 +494,7 @@ def _check_report_outputs(args, experiments, uri) -> None:
 
 def _report(experiments, profile, seeds, uri, results_dir, figures_dir, force=False) -> None:
     from suite.outputs import check_output_dir
-    from suite.report import build_report, write_index
+    from suite.report.build import build_report, write_index
     from suite.tracking import Tracker
 
     check_output_dir(results_dir, "--results-dir")
@@ -516,7 +516,7 @@ def _report(experiments, profile, seeds, uri, results_dir, figures_dir, force=Fa
 
 def cmd_report(args) -> int:
     from suite.config import PROFILES
-    from suite.report import BEST
+    from suite.report.build import BEST
     if args.profile not in (*PROFILES, BEST):
         from suite.errors import unknown_name
         raise unknown_name("profile", args.profile, [*PROFILES, BEST])

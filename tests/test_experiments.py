@@ -7,7 +7,7 @@ import pytest
 from suite.config import resolve
 from suite.executors import run_cells
 from suite.experiments import EXPERIMENTS
-from suite.report import build_report, write_index
+from suite.report.build import build_report, write_index
 from suite.report.figures import figure_problems
 
 # experiments whose figures are not yet drawn with suite/report/figures.py's helpers (issue 23):

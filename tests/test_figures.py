@@ -94,7 +94,7 @@ def test_summary_figure_follows_the_rules(tracker, tmp_path, monkeypatch, saved)
     from test_report import _log_fake_run
 
     from suite.experiments import EXPERIMENTS, summary
-    from suite.report import build_report
+    from suite.report.build import build_report
     monkeypatch.setitem(summary.GRIDS, "smoke", (["mlp", "cnn"], ["mnist"]))
     exp = EXPERIMENTS["summary"]
     for cell in exp.cells("smoke", seeds=3):

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from suite.provenance import hardware
-from suite.report import write_index
+from suite.report.build import write_index
 
 
 def _cpuinfo_model_name() -> str | None:

@@ -9,7 +9,7 @@ import pytest
 
 from suite.config import Cell, resolve
 from suite.experiments import EXPERIMENTS
-from suite.report import build_report, write_index
+from suite.report.build import build_report, write_index
 from suite.report.stats import (
     diff_ci,
     margin_verdict,
@@ -138,7 +138,7 @@ def test_best_profile_is_the_highest_complete_grid(tracker, mnist_root):
     of its cells has a complete run; a partial one leaves the complete quick grid in place."""
     from suite.config import Cell
     from suite.harness import run_cell
-    from suite.report import complete_profile
+    from suite.report.build import complete_profile
 
     tiny = dict(train_subset=64, test_subset=64, epochs=1, batch_size=32)
 

@@ -150,7 +150,7 @@ TUNING_EFFECT_NOTE = (
 def tuning_effect(ctx) -> pd.DataFrame:
     """Default vs tuned accuracy per cell with a tuned learning rate, where the store holds the
     runs of both grids; empty when the report itself is at the default settings."""
-    from suite.report import experiment_runs
+    from suite.report.runs import experiment_runs
     tuned = ctx.runs
     if current_mode() != "tuned" or tuned.empty:
         return pd.DataFrame()

@@ -29,15 +29,17 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
-from suite.config import TrainConfig
 from suite.data import Batch, DataBundle, TrainingData
 from suite.metrics import HARNESS, Metric
 from suite.models import StagedModel
+
+if TYPE_CHECKING:  # an annotation only: suite.config resolves a cell with the method registry
+    from suite.config import TrainConfig
 
 
 @dataclass

@@ -185,3 +185,22 @@ def test_summary_shows_what_tuning_changed(tracker, tmp_path, monkeypatch):
     # two seeds 10 points apart: the t interval (± 63.5) leaves [0, 100], so the bounded bootstrap one is shown
     assert row["test acc % at default"] == "85.00 [80.00, 90.00]" and row["test acc % tuned"] == "86.00 [81.00, 91.00]"
     assert row["Δ (pts)"] == "+1.00 ± 0.00"  # paired by seed: both seeds gain exactly 1 point
+
+
+def test_registering_a_method_leaves_the_summary_grid_alone(monkeypatch):
+    from suite.experiments.summary import GRID_METHODS
+    from suite.methods import BP, METHODS
+    before = [c.label for c in EXPERIMENTS["summary"].cells("quick", 1)]
+    monkeypatch.setitem(METHODS, "sign-sgd", type("SignSGD", (BP,), {"name": "sign-sgd"}))
+    assert [c.label for c in EXPERIMENTS["summary"].cells("quick", 1)] == before
+    assert {c.method for c in EXPERIMENTS["summary"].cells("quick", 1)} == set(GRID_METHODS)
+
+
+def test_a_table_says_how_many_grid_cells_have_no_run(tmp_path):
+    from suite.report.context import ReportContext
+    runs = pd.DataFrame({"cell_hash": ["a", "b", "b"], "status": ["finished"] * 3})
+    ctx = ReportContext(EXPERIMENTS["summary"], "quick", None, runs, tmp_path, tmp_path, grid_cells=5)
+    ctx.write_table(pd.DataFrame({"x": [1]}))
+    assert "**3 of 5 cells of the grid have no complete run.**" in (tmp_path / "summary.md").read_text()
+    complete = ReportContext(EXPERIMENTS["summary"], "quick", None, runs, tmp_path, tmp_path, grid_cells=2)
+    assert complete.coverage() == ""

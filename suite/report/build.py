@@ -55,7 +55,8 @@ def build_report(experiments, profile: str, tracker: Tracker, seeds: int = 1,
     set_style()
     done = []
     for exp, chosen, runs in gathered:
-        ctx = ReportContext(exp, chosen, tracker, runs, Path(results_dir), Path(figures_dir))
+        ctx = ReportContext(exp, chosen, tracker, runs, Path(results_dir), Path(figures_dir),
+                            grid_cells=len({resolve(c).cell_hash for c in exp.cells(chosen, seeds)}))
         exp.report(ctx)
         done.append(ctx)
     return done

@@ -46,12 +46,20 @@ class ReportContext:
     figures: list[dict] = field(default_factory=list)  # index entries for paper_figures/README.md
     verdicts: list[dict] = field(default_factory=list)  # rows of results/verdicts.md
     settings: list[dict] = field(default_factory=list)  # "setting | published | used | source" rows
+    grid_cells: int | None = None  # cells in the experiment's grid at this profile and seeds (None: unknown)
 
     def declare_settings(self, rows: list[tuple[str, str, str, str]]) -> None:
         """The experiment's settings beside the published ones: (setting, published, used, source).
         A used value the paper does not give is marked in `source` (e.g. "reconstruction: ...").
         The experiment's main table (suffix "") opens with them."""
         self.settings = [{"setting": a, "published": b, "used": c, "source": d} for a, b, c, d in rows]
+
+    def coverage(self) -> str:
+        """"k of n cells have no complete run", or "" when every cell has one (or n is unknown)."""
+        if self.grid_cells is None:
+            return ""
+        missing = self.grid_cells - (int(self.runs["cell_hash"].nunique()) if len(self.runs) else 0)
+        return f"**{missing} of {self.grid_cells} cells of the grid have no complete run.**" if missing > 0 else ""
 
     @property
     def name(self) -> str:
@@ -76,7 +84,8 @@ class ReportContext:
         with replacing(csv_path) as tmp:
             table.to_csv(tmp, index=False)
         body = table.to_markdown(index=False) if len(table) else "_no finished runs_"
-        header = f"# {title or self.experiment.title}\n\nReproduces: {self.experiment.source}. Profile: `{self.profile}`.\n\n"
+        header = f"# {title or self.experiment.title}\n\nReproduces: {self.experiment.source}. Profile: `{self.profile}`."
+        header += f" {self.coverage()}\n\n" if self.coverage() else "\n\n"
         if self.settings and not suffix:
             header += ("## Settings: published and used\n\n" + pd.DataFrame(self.settings).to_markdown(index=False)
                        + "\n\n## Results\n\n")

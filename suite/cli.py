@@ -210,67 +210,84 @@ def absolute_paths(args) -> None:
 
 
 def cmd_list(args) -> int:
-    from suite.config import PROFILES
-    from suite.data import DATASETS
-    from suite.experiments import EXPERIMENTS
-    from suite.methods import METHODS
-    from suite.models import MODELS
-    from suite.params import describe, search_space
-
+    """Each listing imports only its own registry, so `bpsuite list profiles` does not pay for
+    torch, torchvision and seaborn."""
     what = args.what
     if what not in LISTABLE:
         from suite.errors import unknown_name
         raise unknown_name("listing", what, LISTABLE)
     if args.name is not None and what != "methods":
         raise UsageError(f"`bpsuite list {what}` takes no name; only `bpsuite list methods NAME` does")
-    if what == "methods":
-        from suite.methods.optim import OptimHParams
-
-        def settings(cls, skip=()):
-            tuned = search_space(cls)
-            for key, default, doc in describe(cls):
-                if key not in skip:
-                    how = f"  [tune: {tuned[key]}]" if key in tuned else ""
-                    print(f"    {key:<20} = {default!s:<12} {doc}{how}")
-
-        if args.name is not None:
-            cls = lookup("method", METHODS, args.name)
-            print(f"{args.name:<22} {cls.summary}")
-            settings(cls.HParams)
-            return 0
-        shared = {key: default for key, default, _ in describe(OptimHParams)}
-        for name, cls in METHODS.items():
-            own = {key: default for key, default, _ in describe(cls.HParams)}
-            # the optimiser settings are listed once below; a method shows those it sets otherwise
-            same = {k for k, v in shared.items() if k in own and own[k] == v}
-            print(f"{name:<22} {cls.summary}" + ("  (+ the optimiser settings)" if same else ""))
-            settings(cls.HParams, skip=same)
-        print("\noptimiser settings (every method marked `+ the optimiser settings`, at these defaults "
-              "unless listed under it):")
-        settings(OptimHParams)
-        print("\nEvery setting of one method: bpsuite list methods NAME")
-    elif what == "metrics":
-        from suite.metrics import HARNESS
-        for owner, metrics in [("every run (harness)", HARNESS)] + [(n, c.METRICS) for n, c in METHODS.items()]:
-            if metrics:
-                print(owner)
-                for m in metrics:
-                    print(f"    {m.key:<34} {m.unit:<9} {m.kind:<9} {m.doc}")
-    elif what == "models":
-        for name in MODELS:
-            print(name)
-        print("mlp:W1-W2-...[:act], cnn:act, timm:<any timm model>")
-    elif what == "datasets":
-        for name, spec in DATASETS.items():
-            print(f"{name:<14} {spec.num_classes:>4} classes  input {'×'.join(map(str, spec.input_shape))}")
-    elif what == "profiles":
-        for name, values in PROFILES.items():
-            print(f"{name:<8} {values}")
-    else:
-        for name, exp in EXPERIMENTS.items():
-            counts = ", ".join(f"{p}: {len(exp.cells(p))}" for p in exp.profiles)
-            print(f"{name:<20} {exp.title}\n{'':<20} reproduces: {exp.source}\n{'':<20} cells: {counts}")
+    {"methods": _list_methods, "metrics": _list_metrics, "models": _list_models, "datasets": _list_datasets,
+     "profiles": _list_profiles, "experiments": _list_experiments}[what](args)
     return 0
+
+
+def _list_methods(args) -> None:
+    from suite.methods import METHODS
+    from suite.methods.optim import OptimHParams
+    from suite.params import describe, search_space
+
+    def settings(cls, skip=()):
+        tuned = search_space(cls)
+        for key, default, doc in describe(cls):
+            if key not in skip:
+                how = f"  [tune: {tuned[key]}]" if key in tuned else ""
+                print(f"    {key:<20} = {default!s:<12} {doc}{how}")
+
+    if args.name is not None:
+        cls = lookup("method", METHODS, args.name)
+        print(f"{args.name:<22} {cls.summary}")
+        settings(cls.HParams)
+        return
+    shared = {key: default for key, default, _ in describe(OptimHParams)}
+    for name, cls in METHODS.items():
+        own = {key: default for key, default, _ in describe(cls.HParams)}
+        # the optimiser settings are listed once below; a method shows those it sets otherwise
+        same = {k for k, v in shared.items() if k in own and own[k] == v}
+        print(f"{name:<22} {cls.summary}" + ("  (+ the optimiser settings)" if same else ""))
+        settings(cls.HParams, skip=same)
+    print("\noptimiser settings (every method marked `+ the optimiser settings`, at these defaults "
+          "unless listed under it):")
+    settings(OptimHParams)
+    print("\nEvery setting of one method: bpsuite list methods NAME")
+
+
+def _list_metrics(args) -> None:
+    from suite.methods import METHODS
+    from suite.metrics import HARNESS
+    for owner, metrics in [("every run (harness)", HARNESS)] + [(n, c.METRICS) for n, c in METHODS.items()]:
+        if metrics:
+            print(owner)
+            for m in metrics:
+                print(f"    {m.key:<34} {m.unit:<9} {m.kind:<9} {m.doc}")
+
+
+def _list_models(args) -> None:
+    from suite.models import MODELS
+    for name in MODELS:
+        print(name)
+    print("with options: mlp:W1-W2-...[:act], cnn:act, bottleneck:k, odenet:..., transfer:W1-W2-..., "
+          "timm:<any timm model>[:zero_init_last=false] (docs/design.md, Models)")
+
+
+def _list_datasets(args) -> None:
+    from suite.data.sources import DATASETS
+    for name, spec in DATASETS.items():
+        print(f"{name:<14} {spec.num_classes:>4} classes  input {'×'.join(map(str, spec.input_shape))}")
+
+
+def _list_profiles(args) -> None:
+    from suite.config import PROFILES
+    for name, values in PROFILES.items():
+        print(f"{name:<8} {values}")
+
+
+def _list_experiments(args) -> None:
+    from suite.experiments import EXPERIMENTS
+    for name, exp in EXPERIMENTS.items():
+        counts = ", ".join(f"{p}: {len(exp.cells(p))}" for p in exp.profiles)
+        print(f"{name:<20} {exp.title}\n{'':<20} reproduces: {exp.source}\n{'':<20} cells: {counts}")
 
 
 def cmd_migrate(args) -> int:

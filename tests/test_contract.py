@@ -197,3 +197,27 @@ def test_the_step_probe_counts_a_steady_step_not_one_off_work():
     method.initialised = False
     assert probe_step(method, batch=None)["flops_per_step"] == 2 * 8 ** 3  # not 2 · 64³
     assert method.initialised is False  # measured on a copy: the run itself is untouched
+
+
+def test_before_step_sees_the_gradients_and_its_change_is_the_update():
+    """A sign-SGD made by overriding one hook equals the update written out by hand."""
+    from suite.methods.bp import BPHParams
+    from tests.conftest import make_context, random_bundle
+
+    class SignSGD(BP):
+        def before_step(self):
+            for p in self.model.parameters():
+                p.grad.sign_()
+
+    data = random_bundle(n_train=16, batch_size=16)
+    torch.manual_seed(0)
+    from suite.models import build_model
+    model = build_model("mlp", data.input_shape, data.num_classes)
+    start = [p.detach().clone() for p in model.parameters()]
+    method = SignSGD(BPHParams(lr=0.01, momentum=0.0, weight_decay=0.0, schedule="constant"))
+    method.setup(model, make_context(data))
+    batch = next(data.train_batches(0, 0))
+    grads = torch.autograd.grad(method.loss_fn(model(batch.x), batch.y), list(model.parameters()))
+    method.train_step(batch)
+    for before, grad, after in zip(start, grads, model.parameters()):
+        torch.testing.assert_close(after.detach(), before - 0.01 * grad.sign())

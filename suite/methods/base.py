@@ -110,6 +110,17 @@ class Method:
     def setup(self, model: StagedModel, ctx: Context) -> None:
         self.model, self.ctx = model, ctx
 
+    def make_optimiser(self, params=None, start_step: int = 0):
+        """The method's optimiser over `params` (default: every model parameter) from its
+        OptimHParams, on the run's per-step schedule, with `before_step` between backward and step."""
+        from suite.methods.optim import Optimiser
+        return Optimiser(self.model.parameters() if params is None else params, self.hp, self.ctx.total_steps,
+                         self.ctx.steps_per_epoch, before_step=self.before_step, start_step=start_step)
+
+    def before_step(self) -> None:
+        """Called by the optimiser after the backward pass and before the update: the place to
+        change a gradient (e.g. `p.grad.sign_()`). The default changes nothing."""
+
     def train_step(self, batch: Batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from suite.methods.base import Method
-from suite.methods.optim import OptimHParams, Optimiser
+from suite.methods.optim import OptimHParams
 
 
 @dataclass(frozen=True)
@@ -21,7 +21,7 @@ class BP(Method):
 
     def setup(self, model, ctx):
         super().setup(model, ctx)
-        self.optim = Optimiser(model.parameters(), self.hp, ctx.total_steps, ctx.steps_per_epoch)
+        self.optim = self.make_optimiser()
 
     def train_step(self, batch):
         self.model.train()

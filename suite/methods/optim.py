@@ -8,6 +8,7 @@ iterations). The schedule is applied per step, so it is exact for any epoch coun
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -48,10 +49,11 @@ def lr_factor(hp: OptimHParams, step: int, total_steps: int, steps_per_epoch: in
     return 1.0
 
 
-def make_scheduler(opt, hp: OptimHParams, total_steps: int, steps_per_epoch: int):
-    """A per-step LambdaLR; call `.step()` after every optimiser step."""
+def make_scheduler(opt, hp: OptimHParams, total_steps: int, steps_per_epoch: int, start_step: int = 0):
+    """A per-step LambdaLR; call `.step()` after every optimiser step. `start_step`: the run's step
+    at which this optimiser starts (its schedule continues from there)."""
     return torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda step: lr_factor(hp, step, total_steps, steps_per_epoch))
+        opt, lambda step: lr_factor(hp, start_step + step, total_steps, steps_per_epoch))
 
 
 class Optimiser:
@@ -59,13 +61,20 @@ class Optimiser:
     (bp, fa, dfa, local, mgrit, each penalty stage). What differs between methods is only how the
     objective's backward pass routes the error (hooks, feedback nodes, detached boundaries)."""
 
-    def __init__(self, params, hp: OptimHParams, total_steps: int, steps_per_epoch: int):
+    def __init__(self, params, hp: OptimHParams, total_steps: int, steps_per_epoch: int,
+                 before_step: Callable[[], None] | None = None, start_step: int = 0):
+        """`before_step`: called between the backward pass and the optimiser step, where a method
+        changes gradients (clip, sign, mask). `start_step`: the schedule starts at this step of the
+        run (an optimiser made mid-run continues the run's schedule)."""
         self.opt = make_optimizer(params, hp)
-        self.sched = make_scheduler(self.opt, hp, total_steps, steps_per_epoch)
+        self.sched = make_scheduler(self.opt, hp, total_steps, steps_per_epoch, start_step)
+        self.before_step = before_step
 
     def step(self, objective: torch.Tensor) -> None:
         self.opt.zero_grad(set_to_none=True)
         objective.backward()
+        if self.before_step is not None:
+            self.before_step()
         self.opt.step()
         self.sched.step()
 

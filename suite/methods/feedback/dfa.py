@@ -35,7 +35,7 @@ from suite.methods.feedback.alignment import GRADIENT_ALIGNMENT, AlignmentProbe,
 from suite.methods.feedback.engine import FeedbackPlan, feedback_forward, point_layout
 from suite.methods.feedback.layer_dfa import LayerInputFeedback
 from suite.methods.feedback.matrices import INITS, build_bank
-from suite.methods.optim import OptimHParams, Optimiser
+from suite.methods.optim import OptimHParams
 from suite.metrics import measured
 from suite.params import param
 
@@ -104,7 +104,7 @@ class DFA(Method):
             self.bank = build_bank(shapes, channels_last, ctx.num_classes, self.hp.feedback, ctx.generator,
                                    self.hp.feedback_scale, self.hp.sparse_stride,
                                    self.hp.feedback_shared).to(ctx.device)
-        self.optim = Optimiser(model.parameters(), self.hp, ctx.total_steps, ctx.steps_per_epoch)
+        self.optim = self.make_optimiser()
         self.probe = AlignmentProbe(model, ctx.data, self.hp.align_samples, self.hp.align_every)
 
     def forward(self, x):

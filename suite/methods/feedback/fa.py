@@ -37,7 +37,7 @@ from suite.methods.feedback.alignment import (
     weight_alignment,
 )
 from suite.methods.feedback.matrices import INITS, draw, xavier_uniform
-from suite.methods.optim import OptimHParams, Optimiser
+from suite.methods.optim import OptimHParams
 from suite.params import param
 
 
@@ -198,7 +198,7 @@ class FA(WeightFeedback):
         self.layers = model.layers()
         self.feedback = [draw_fa_feedback(layer.weight, self.hp.feedback, ctx.generator, self.hp.feedback_scale,
                                           self.hp.sparse_stride) for layer in self.layers]
-        self.optim = Optimiser(model.parameters(), self.hp, ctx.total_steps, ctx.steps_per_epoch)
+        self.optim = self.make_optimiser()
         self.probe = AlignmentProbe(model, ctx.data, self.hp.align_samples, self.hp.align_every)
 
     def mode(self) -> FeedbackMode:

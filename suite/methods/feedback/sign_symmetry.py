@@ -37,7 +37,7 @@ import torch
 from suite.methods.feedback.alignment import AlignmentProbe
 from suite.methods.feedback.fa import FeedbackMode, WeightFeedback
 from suite.methods.feedback.matrices import xavier_bound
-from suite.methods.optim import OptimHParams, Optimiser
+from suite.methods.optim import OptimHParams
 from suite.params import param
 
 
@@ -78,7 +78,7 @@ class SignSymmetric(WeightFeedback):
         self.device_gen = torch.Generator(device=device).manual_seed(
             int(torch.randint(0, 2**62, (1,), generator=ctx.generator)))
         self.init_magnitudes()
-        self.optim = Optimiser(model.parameters(), self.hp, ctx.total_steps, ctx.steps_per_epoch)
+        self.optim = self.make_optimiser()
         self.probe = AlignmentProbe(model, ctx.data, self.hp.align_samples, self.hp.align_every)
         self.rebuild()
 

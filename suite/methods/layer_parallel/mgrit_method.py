@@ -51,7 +51,7 @@ from suite.methods.layer_parallel.mgrit import (
     mgrit_run,
 )
 from suite.methods.layer_parallel.mgrit_team import ProcessTeam
-from suite.methods.optim import OptimHParams, Optimiser
+from suite.methods.optim import OptimHParams
 from suite.metrics import measured, modelled
 from suite.params import param
 
@@ -135,7 +135,7 @@ class Mgrit(Method):
 
     def setup(self, model, ctx):
         super().setup(model, ctx)
-        self.optim = Optimiser(model.parameters(), self.hp, ctx.total_steps, ctx.steps_per_epoch)
+        self.optim = self.make_optimiser()
         self.config = MgritConfig(cfactor=self.hp.cfactor, max_levels=self.hp.max_levels,
                                   skip_downcycle=self.hp.skip_downcycle)
         self.fwd = Iterations(self.hp.fwd_iters, self.hp.tol, self.hp.max_iters)

@@ -65,7 +65,7 @@ from suite.methods.layer_parallel.stages import (
     split_stages,
     stage_bounds,
 )
-from suite.methods.optim import OptimHParams, Optimiser, lr_factor
+from suite.methods.optim import OptimHParams
 from suite.metrics import measured, modelled
 from suite.params import param
 
@@ -267,13 +267,7 @@ class Penalty(Method):
         self.aux.settle()
         self.runner.pull(self.stages)
         self.runner.close()
-        self.serial_optim = Optimiser(self.model.parameters(), self.hp, self.ctx.total_steps,
-                                      self.ctx.steps_per_epoch)
-        start, hp, ctx = self.step_count, self.hp, self.ctx
-        self.serial_optim.sched.lr_lambdas = [
-            lambda step: lr_factor(hp, start + step, ctx.total_steps, ctx.steps_per_epoch)]
-        for group in self.serial_optim.opt.param_groups:
-            group["lr"] = group["initial_lr"] * lr_factor(hp, start, ctx.total_steps, ctx.steps_per_epoch)
+        self.serial_optim = self.make_optimiser(start_step=self.step_count)
 
     def _serial_step(self, batch):
         if self.serial_optim is None:

@@ -38,7 +38,7 @@ import torch
 
 from suite.methods.base import Method
 from suite.methods.local import boundary, hebbian, schedules
-from suite.methods.optim import OptimHParams, Optimiser
+from suite.methods.optim import OptimHParams
 from suite.metrics import measured
 from suite.params import param
 
@@ -114,7 +114,7 @@ class LocalSGD(Method):
         self.units = [model.stem, *model.blocks]
         self.cuts = boundary.cuts(model)
         self.n_max = schedules.max_local_layers(self.hp.c1, len(self.layers))
-        self.optim = Optimiser(model.parameters(), self.hp, ctx.total_steps, ctx.steps_per_epoch)
+        self.optim = self.make_optimiser()
         self.selector = schedules.DynamicSelector(
             self.hp.alpha, round(self.hp.l_shift * len(self.layers)), self.hp.ema_decay)
         self.cut = boundary.Cut(0, 0)

@@ -238,6 +238,8 @@ def _list_methods(args) -> None:
     if args.name is not None:
         cls = lookup("method", METHODS, args.name)
         print(f"{args.name:<22} {cls.summary}")
+        if getattr(cls, "source", ""):
+            print(f"{'':<22} source: {cls.source}")
         settings(cls.HParams)
         return
     shared = {key: default for key, default, _ in describe(OptimHParams)}

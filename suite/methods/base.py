@@ -28,7 +28,7 @@ split is the harness's alone.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
@@ -51,7 +51,6 @@ class Context:
     steps_per_epoch: int
     num_classes: int
     data: TrainingData  # training split, validation and probe splits; never the test split
-    extras: dict[str, Any] = field(default_factory=dict)  # e.g. the tracking handle for artifacts
     log_artifact: Callable[[str, str], None] | None = None  # (filename, text) -> logged with the run
 
     @property

@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 
 BASELINES = Path(__file__).resolve().parents[2] / "baselines" / "published.csv"
-VERDICTS = ("within tolerance", "outside tolerance", "no published value")
 
 
 def load_published(path: Path = BASELINES) -> pd.DataFrame:

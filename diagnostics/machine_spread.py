@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from suite.metrics import TEST_ACC, TRAIN_TIME
-from suite.report import machine_line, machines
+from suite.report.build import machine_line, machines
 from suite.tracking import Tracker
 
 ACC, TIME = f"m.{TEST_ACC.key}", f"m.{TRAIN_TIME.key}"

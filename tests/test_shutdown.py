@@ -25,6 +25,10 @@ pytestmark = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="re
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Only hangs fail: under `nox -s tests` another worker shares the 2 cores, and a loaded machine
+# took over 60 s to see a pool of 2 training workers off (a clean exit, just late).
+EXIT_WAIT_S = 180
+
 
 def _stat(pid: int) -> tuple[int, int] | None:
     """(parent pid, process group) of a live, non-zombie process; None when it is gone."""
@@ -106,12 +110,12 @@ def _end_and_check(proc: subprocess.Popen, seen: set[int], sig: int,
     seen |= _tree(proc.pid)
     proc.send_signal(sig)
     try:
-        proc.wait(timeout=60)
+        proc.wait(timeout=EXIT_WAIT_S)
     except subprocess.TimeoutExpired:
         proc.kill()
         for pid in _alive(seen):
             os.kill(pid, signal.SIGKILL)
-        pytest.fail(f"bpsuite did not exit within 60 s of {signal.Signals(sig).name}")
+        pytest.fail(f"bpsuite did not exit within {EXIT_WAIT_S} s of {signal.Signals(sig).name}")
     start = time.monotonic()
     while _alive(seen) and time.monotonic() < start + GONE_WITHIN_S:
         time.sleep(0.05)

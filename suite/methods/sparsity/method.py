@@ -60,8 +60,10 @@ class BPSparsityHParams(BPHParams):
     sample_every: int = param(50, "instrument every N-th step (and the first step of every epoch)", low=1)
     log_layers: int = param(16, "log per-layer metrics for the first N layers (all go to the JSON artifact)",
                             low=0)
+    # added after bp-sparsity runs were logged: not hashed at its default, so those cells keep their hashes
     update: bool = param(True, "apply BP's update; false measures every step at the initial weights (backward "
-                                "only, no optimiser step: an instrumentation run that cannot diverge)")
+                                "only, no optimiser step: an instrumentation run that cannot diverge)",
+                         hash_default=False)
     skip_zero_weights: bool = param(False, "also skip zero weights (weight sparsity; not the paper's "
                                            "activation-based sparsity, and zero-initialised layers would read as free)")
 

@@ -62,3 +62,23 @@ def make_context(data: DataBundle, epochs: int = 1, seed: int = 0):
     return Context.for_data(data, epochs, seed)
 
 
+@pytest.fixture
+def saved(monkeypatch):
+    """The figures `ctx.save_figure` saves, kept open for inspection."""
+    import matplotlib.pyplot as plt
+
+    from suite.report import context
+    kept = []
+
+    class KeepOpen:
+        def __getattr__(self, name):
+            return getattr(plt, name)
+
+        @staticmethod
+        def close(fig=None):
+            kept.append(fig)
+
+    monkeypatch.setattr(context, "plt", KeepOpen())
+    yield kept
+    for fig in kept:
+        plt.close(fig)

@@ -10,13 +10,9 @@ from suite.experiments import EXPERIMENTS
 from suite.report.build import build_report, write_index
 from suite.report.figures import figure_problems
 
-# experiments whose figures are not yet drawn with suite/report/figures.py's helpers (issue 23):
-# their owners convert them, then leave this set
-NOT_YET_CONVERTED = {"gradient-sparsity"}
-
 
 @pytest.mark.parametrize("name", sorted(EXPERIMENTS))
-def test_experiment_smoke_grid_produces_its_outputs(name, tmp_path, mnist_root, monkeypatch):
+def test_experiment_smoke_grid_produces_its_outputs(name, tmp_path, mnist_root, monkeypatch, saved):
     monkeypatch.chdir(tmp_path)
     exp = EXPERIMENTS[name]
     cells = exp.cells("smoke")
@@ -31,7 +27,6 @@ def test_experiment_smoke_grid_produces_its_outputs(name, tmp_path, mnist_root, 
     failed = [(r.cell.label, r.reason) for r in results if r.status == "failed"]
     assert not failed, failed
     from suite.tracking import Tracker
-    saved = _keep_figures(monkeypatch)
     contexts = build_report([exp], "smoke", Tracker(uri), results_dir=tmp_path / "results",
                             figures_dir=tmp_path / "figures")
     write_index(contexts, tmp_path / "results", tmp_path / "figures")
@@ -41,28 +36,5 @@ def test_experiment_smoke_grid_produces_its_outputs(name, tmp_path, mnist_root, 
     for figure in contexts[0].figures:
         assert figure["kind"] in ("measured", "modelled")
     # every figure by the rules of suite/report/figures.py: one legend, the palette, nothing off the canvas
-    problems = {} if name in NOT_YET_CONVERTED else {
-        fig._suptitle.get_text()[:50] if fig._suptitle else "?": figure_problems(fig) for fig in saved}
-    import matplotlib.pyplot as plt
-    for fig in saved:
-        plt.close(fig)
+    problems = {fig._suptitle.get_text()[:50] if fig._suptitle else "?": figure_problems(fig) for fig in saved}
     assert not any(problems.values()), problems
-
-
-def _keep_figures(monkeypatch) -> list:
-    """The figures `ctx.save_figure` saves, kept open (not closed) to be checked."""
-    import matplotlib.pyplot as plt
-
-    from suite.report import context
-    kept = []
-
-    class KeepOpen:
-        def __getattr__(self, attr):
-            return getattr(plt, attr)
-
-        @staticmethod
-        def close(fig=None):
-            kept.append(fig)
-
-    monkeypatch.setattr(context, "plt", KeepOpen())
-    return kept

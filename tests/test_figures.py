@@ -8,7 +8,6 @@ import math
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from suite.report import palette
 from suite.report.figures import figure_problems, legend_colours
@@ -60,26 +59,6 @@ def test_bounded_interval_stays_within_the_scale():
 
 # -- figures rendered from small stores and frames -------------------------------------------------
 
-@pytest.fixture
-def saved(monkeypatch):
-    """The figures `ctx.save_figure` saves, kept open for inspection."""
-    import matplotlib.pyplot as plt
-
-    from suite.report import context
-    kept = []
-
-    class KeepOpen:
-        def __getattr__(self, name):
-            return getattr(plt, name)
-
-        @staticmethod
-        def close(fig=None):
-            kept.append(fig)
-
-    monkeypatch.setattr(context, "plt", KeepOpen())
-    yield kept
-    for fig in kept:
-        plt.close(fig)
 
 
 def _check(fig, methods=()):
